@@ -1,0 +1,5 @@
+//! Entry point of `sftctl`; all logic lives in the library.
+
+fn main() {
+    std::process::exit(sftctl::run());
+}

@@ -1,0 +1,1 @@
+//! The runtime that runs inside an allocation: the Llama-family model in Burn, its weights, and (later) the training loop.

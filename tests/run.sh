@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The project's test command (README): formatting, lints and every test, against the real
+# Slurm test cluster and the real runtime. CI runs exactly this after installing packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sftctl-target}"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
