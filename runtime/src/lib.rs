@@ -1,1 +1,4 @@
 //! The runtime that runs inside an allocation: the Llama-family model in Burn, its weights, and (later) the training loop.
+
+pub mod collective;
+pub mod train;

@@ -1,0 +1,116 @@
+//! The collective-operations seam between the training loop and the ranks of a data-parallel job.
+//! The loop calls only this trait; it never knows whether there is one rank, MPI or NCCL behind it.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// A collective operation failed (a peer died, the transport broke).
+#[derive(Debug, thiserror::Error)]
+pub enum CollectiveError {
+    /// The transport reported an error.
+    #[error("collective `{op}` failed on rank {rank}: {message}")]
+    Transport {
+        /// The operation that failed.
+        op: &'static str,
+        /// This process's rank.
+        rank: usize,
+        /// The transport's message.
+        message: String,
+    },
+    /// A tensor handed to a collective could not be read back from its device.
+    #[error("collective `{op}` could not read a tensor: {message}")]
+    TensorData {
+        /// The operation that failed.
+        op: &'static str,
+        /// Burn's message.
+        message: String,
+    },
+}
+
+/// The operations every rank calls in the same order with matching arguments.
+///
+/// Invariants: every rank calls the same sequence of collectives per optimizer step (the loop
+/// guarantees it, also when ranks hold different numbers of micro-batches); results are
+/// identical on every rank, so every rank takes the same decisions and applies the same update.
+pub trait Collective {
+    /// This process's rank, `0..world_size`.
+    fn rank(&self) -> usize;
+
+    /// The number of ranks.
+    fn world_size(&self) -> usize;
+
+    /// Element-wise sum of `values` over all ranks, in place.
+    fn all_reduce_sum_f32(&mut self, values: &mut [f32]) -> Result<(), CollectiveError>;
+
+    /// Sum of an exact count (loss tokens, samples) over all ranks.
+    fn all_reduce_sum_u64(&mut self, value: u64) -> Result<u64, CollectiveError>;
+
+    /// Sum of a host-side scalar (a loss sum) over all ranks.
+    fn all_reduce_sum_f64(&mut self, value: f64) -> Result<f64, CollectiveError>;
+
+    /// True on every rank when `flag` is true on any rank: the agreed stop decision.
+    fn any(&mut self, flag: bool) -> Result<bool, CollectiveError>;
+
+    /// Rank `root`'s bytes on every rank (`bytes` is replaced on the other ranks).
+    fn broadcast_bytes(&mut self, root: usize, bytes: &mut Vec<u8>) -> Result<(), CollectiveError>;
+
+    /// Element-wise sum of a flat float tensor over all ranks.
+    ///
+    /// The default goes through host memory and [`Collective::all_reduce_sum_f32`]; a device
+    /// collective (NCCL) overrides it to reduce in place on the accelerator. With one rank it
+    /// returns the tensor untouched, without a copy.
+    fn all_reduce_sum_tensor(&mut self, tensor: Tensor<1>) -> Result<Tensor<1>, CollectiveError> {
+        if self.world_size() == 1 {
+            return Ok(tensor);
+        }
+        let device: Device = tensor.device();
+        let mut values =
+            tensor
+                .into_data()
+                .try_into_vec::<f32>()
+                .map_err(|e| CollectiveError::TensorData {
+                    op: "all_reduce_sum_tensor",
+                    message: format!("{e:?}"),
+                })?;
+        self.all_reduce_sum_f32(&mut values)?;
+        let len = values.len();
+        Ok(Tensor::from_data(TensorData::new(values, [len]), &device))
+    }
+}
+
+/// The collective of a job with a single rank: every reduction is the identity.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SingleProcess;
+
+impl Collective for SingleProcess {
+    fn rank(&self) -> usize {
+        0
+    }
+
+    fn world_size(&self) -> usize {
+        1
+    }
+
+    fn all_reduce_sum_f32(&mut self, _values: &mut [f32]) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+
+    fn all_reduce_sum_u64(&mut self, value: u64) -> Result<u64, CollectiveError> {
+        Ok(value)
+    }
+
+    fn all_reduce_sum_f64(&mut self, value: f64) -> Result<f64, CollectiveError> {
+        Ok(value)
+    }
+
+    fn any(&mut self, flag: bool) -> Result<bool, CollectiveError> {
+        Ok(flag)
+    }
+
+    fn broadcast_bytes(
+        &mut self,
+        _root: usize,
+        _bytes: &mut Vec<u8>,
+    ) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+}

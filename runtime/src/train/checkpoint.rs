@@ -1,0 +1,413 @@
+//! Checkpoints of a run: model weights (in the model's own format, Hugging Face for the Llama),
+//! Burn's AdamW state, and the loop's state (counters, sampler, random generators).
+//!
+//! Invariant: a checkpoint counts only once its directory has its final name *and* holds the
+//! `COMPLETE` marker, which is written last, after every file and both directories were fsynced.
+//! A crash at any point leaves either the previous checkpoints alone or a directory that readers
+//! skip and the next writer removes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::optim::{ModuleOptimizer, OptimizerRecord};
+use burn::tensor::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::train::optim::{ParamEntry, param_entries};
+use crate::train::step::CausalLm;
+
+/// Name of the marker that makes a checkpoint directory count.
+pub const MARKER: &str = "COMPLETE";
+/// Burn's AdamW state (burnpack bytes).
+pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
+/// The loop's state.
+pub const STATE_FILE: &str = "trainer_state.json";
+/// Version of [`TrainState`]'s format.
+pub const STATE_FORMAT: u32 = 1;
+
+/// Reading or writing a checkpoint failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// File system error (the path is in the message).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The model's weights could not be saved or loaded.
+    #[error("model weights in `{path}`: {message}")]
+    Weights {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// Burn's optimizer record could not be encoded or decoded.
+    #[error("optimizer state `{path}`: {message}")]
+    Optimizer {
+        /// The file.
+        path: PathBuf,
+        /// Burn's message.
+        message: String,
+    },
+    /// `trainer_state.json` or the marker is unreadable.
+    #[error("`{path}`: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// The checkpoint was written for a model of another structure.
+    #[error(
+        "checkpoint `{path}` does not fit this model: {message}\nhint: resume with the model the run started with"
+    )]
+    Mismatch {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// The first difference.
+        message: String,
+    },
+}
+
+/// How a model saves and loads its weights inside a checkpoint directory.
+pub trait CheckpointModel: CausalLm {
+    /// Write the weights (and any config the format needs) into `dir`.
+    fn save_weights(&self, dir: &Path) -> Result<(), String>;
+    /// Load the weights written by [`CheckpointModel::save_weights`] into `self`.
+    fn load_weights(self, dir: &Path) -> Result<Self, String>;
+}
+
+/// The loop's state at a checkpoint: what, besides weights and moments, a resumed run needs
+/// to continue exactly where the interrupted one stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// [`STATE_FORMAT`] when written.
+    pub format: u32,
+    /// Optimizer updates applied.
+    pub step: u64,
+    /// Samples trained on (across phases).
+    pub samples_seen: u64,
+    /// Tokens trained on (across phases).
+    pub tokens_seen: u64,
+    /// Epoch the sampler is in.
+    pub epoch: u64,
+    /// The data sampler's own state (opaque to the loop).
+    pub sampler: serde_json::Value,
+    /// Random-generator states (opaque to the loop).
+    pub rng: serde_json::Value,
+    /// The model's float parameters in the order their optimizer state is keyed by.
+    pub params: Vec<ParamEntry>,
+}
+
+/// One file of a complete checkpoint, as the marker lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkerFile {
+    /// Path relative to the checkpoint directory.
+    pub name: String,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// The content of the `COMPLETE` marker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Marker {
+    /// Optimizer step of the checkpoint.
+    pub step: u64,
+    /// Samples seen at the checkpoint.
+    pub samples_seen: u64,
+    /// Every file of the checkpoint with its size.
+    pub files: Vec<MarkerFile>,
+    /// Seconds it took to write.
+    pub write_seconds: f64,
+}
+
+/// A complete checkpoint found on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointInfo {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its marker.
+    pub marker: Marker,
+    /// Whether the optimizer state is still there (a checkpoint kept for evaluation only has
+    /// its weights).
+    pub resumable: bool,
+}
+
+/// The checkpoint directory of a run.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    root: PathBuf,
+}
+
+fn name_for(step: u64) -> String {
+    format!("step-{step:08}")
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{e} (`{}`)", path.display()))
+}
+
+/// fsync a directory so that renames and creations inside it are durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs_err::File::open(dir)?.sync_all()
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = fs_err::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn list_files(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = fs_err::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+        let path = entry.path();
+        if entry.file_type().map_err(|e| io_err(&path, e))?.is_dir() {
+            list_files(&path, &format!("{name}/"), out)?;
+        } else {
+            out.push((name, path));
+        }
+    }
+    Ok(())
+}
+
+impl Checkpoints {
+    /// The checkpoints under `root` (created if missing).
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, CheckpointError> {
+        let root = root.into();
+        fs_err::create_dir_all(&root)?;
+        Ok(Self { root })
+    }
+
+    /// The directory checkpoints live in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Write a checkpoint of `model`, `optimizer` and `state` and return its directory.
+    ///
+    /// Order: files into `.tmp-step-N`, each fsynced; the directory fsynced; renamed to
+    /// `step-N`; the parent fsynced; then the marker (written to a temporary name, fsynced,
+    /// renamed) and the directory fsynced again.
+    pub fn write<M: CheckpointModel>(
+        &self,
+        model: &M,
+        optimizer: &ModuleOptimizer,
+        state: &TrainState,
+    ) -> Result<CheckpointInfo, CheckpointError> {
+        let started = Instant::now();
+        let name = name_for(state.step);
+        let tmp = self.root.join(format!(".tmp-{name}"));
+        let dir = self.root.join(&name);
+        if tmp.exists() {
+            fs_err::remove_dir_all(&tmp)?;
+        }
+        if dir.exists() {
+            // Same step written before: only an incomplete one can be here (a complete one
+            // would have been resumed from, and steps only move forward).
+            fs_err::remove_dir_all(&dir)?;
+        }
+        fs_err::create_dir_all(&tmp)?;
+
+        model
+            .save_weights(&tmp)
+            .map_err(|message| CheckpointError::Weights {
+                path: tmp.clone(),
+                message,
+            })?;
+        let opt_path = tmp.join(OPTIMIZER_FILE);
+        let bytes = optimizer
+            .to_record()
+            .into_bytes()
+            .map_err(|e| CheckpointError::Optimizer {
+                path: opt_path.clone(),
+                message: format!("{e:?}"),
+            })?;
+        write_synced(&opt_path, &bytes)?;
+        let state_path = tmp.join(STATE_FILE);
+        let json = serde_json::to_vec_pretty(state).map_err(|source| CheckpointError::Json {
+            path: state_path.clone(),
+            source,
+        })?;
+        write_synced(&state_path, &json)?;
+
+        let mut files = Vec::new();
+        list_files(&tmp, "", &mut files)?;
+        let mut listed = Vec::new();
+        for (rel, path) in &files {
+            let f = fs_err::File::open(path)?;
+            f.sync_all()?;
+            listed.push(MarkerFile {
+                name: rel.clone(),
+                bytes: f.metadata()?.len(),
+            });
+        }
+        sync_dir(&tmp)?;
+        fs_err::rename(&tmp, &dir)?;
+        sync_dir(&self.root)?;
+
+        let marker = Marker {
+            step: state.step,
+            samples_seen: state.samples_seen,
+            files: listed,
+            write_seconds: started.elapsed().as_secs_f64(),
+        };
+        let marker_tmp = dir.join(format!(".{MARKER}.tmp"));
+        let json = serde_json::to_vec_pretty(&marker).map_err(|source| CheckpointError::Json {
+            path: marker_tmp.clone(),
+            source,
+        })?;
+        write_synced(&marker_tmp, &json)?;
+        fs_err::rename(&marker_tmp, dir.join(MARKER))?;
+        sync_dir(&dir)?;
+        Ok(CheckpointInfo {
+            dir,
+            marker,
+            resumable: true,
+        })
+    }
+
+    /// Every complete checkpoint, oldest first. Directories without a valid marker, or whose
+    /// files do not match it, are skipped.
+    pub fn complete(&self) -> Result<Vec<CheckpointInfo>, CheckpointError> {
+        let mut out = Vec::new();
+        for entry in fs_err::read_dir(&self.root)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("step-") {
+                continue;
+            }
+            let dir = entry.path();
+            let Ok(bytes) = fs_err::read(dir.join(MARKER)) else {
+                continue;
+            };
+            let Ok(marker) = serde_json::from_slice::<Marker>(&bytes) else {
+                continue;
+            };
+            let mut intact = true;
+            let mut resumable = false;
+            for f in &marker.files {
+                match fs_err::metadata(dir.join(&f.name)) {
+                    Ok(m) if m.len() == f.bytes => {
+                        resumable |= f.name == OPTIMIZER_FILE;
+                    }
+                    // Only the optimizer state may be missing (pruned for a kept checkpoint).
+                    Err(_) if f.name == OPTIMIZER_FILE => {}
+                    _ => intact = false,
+                }
+            }
+            if intact {
+                out.push(CheckpointInfo {
+                    dir,
+                    marker,
+                    resumable,
+                });
+            }
+        }
+        out.sort_by_key(|c| c.marker.step);
+        Ok(out)
+    }
+
+    /// The newest checkpoint a run can resume from.
+    pub fn latest_resumable(&self) -> Result<Option<CheckpointInfo>, CheckpointError> {
+        Ok(self.complete()?.into_iter().rev().find(|c| c.resumable))
+    }
+
+    /// Keep the newest `keep_last` resumable checkpoints whole. Of older ones, those for which
+    /// `keep_weights` is true lose only their optimizer state; the rest are removed. Temporary
+    /// and incomplete directories are removed too. Returns the directories changed.
+    pub fn prune(
+        &self,
+        keep_last: usize,
+        keep_weights: &dyn Fn(&CheckpointInfo) -> bool,
+    ) -> Result<Vec<PathBuf>, CheckpointError> {
+        let complete = self.complete()?;
+        let mut changed = Vec::new();
+        for entry in fs_err::read_dir(&self.root)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let is_tmp = name.starts_with(".tmp-");
+            let incomplete = name.starts_with("step-") && !complete.iter().any(|c| c.dir == path);
+            if is_tmp || incomplete {
+                fs_err::remove_dir_all(&path)?;
+                changed.push(path);
+            }
+        }
+        let resumable: Vec<_> = complete.iter().filter(|c| c.resumable).collect();
+        let cut = resumable.len().saturating_sub(keep_last);
+        for ckpt in &resumable[..cut] {
+            if keep_weights(ckpt) {
+                fs_err::remove_file(ckpt.dir.join(OPTIMIZER_FILE))?;
+            } else {
+                // Remove the marker first so a crash half-way leaves an incomplete directory.
+                fs_err::remove_file(ckpt.dir.join(MARKER))?;
+                fs_err::remove_dir_all(&ckpt.dir)?;
+            }
+            changed.push(ckpt.dir.clone());
+        }
+        for ckpt in complete.iter().filter(|c| !c.resumable) {
+            if !keep_weights(ckpt) {
+                fs_err::remove_file(ckpt.dir.join(MARKER))?;
+                fs_err::remove_dir_all(&ckpt.dir)?;
+                changed.push(ckpt.dir.clone());
+            }
+        }
+        sync_dir(&self.root)?;
+        Ok(changed)
+    }
+}
+
+/// Load a resumable checkpoint into `model` (whose parameters must already carry stable ids)
+/// and a fresh `optimizer`; returns them with the loop state.
+pub fn load<M: CheckpointModel>(
+    ckpt: &CheckpointInfo,
+    model: M,
+    optimizer: ModuleOptimizer,
+) -> Result<(M, ModuleOptimizer, TrainState), CheckpointError> {
+    let dir = &ckpt.dir;
+    let state_path = dir.join(STATE_FILE);
+    let state: TrainState =
+        serde_json::from_slice(&fs_err::read(&state_path)?).map_err(|source| {
+            CheckpointError::Json {
+                path: state_path.clone(),
+                source,
+            }
+        })?;
+    let have = param_entries(&model);
+    if have != state.params {
+        let first = have
+            .iter()
+            .zip(&state.params)
+            .find(|(a, b)| a != b)
+            .map(|(a, b)| {
+                format!(
+                    "parameter `{}` {:?} vs `{}` {:?}",
+                    a.path, a.shape, b.path, b.shape
+                )
+            })
+            .unwrap_or_else(|| {
+                format!("{} parameters vs {} saved", have.len(), state.params.len())
+            });
+        return Err(CheckpointError::Mismatch {
+            path: dir.clone(),
+            message: first,
+        });
+    }
+    let model = model
+        .load_weights(dir)
+        .map_err(|message| CheckpointError::Weights {
+            path: dir.clone(),
+            message,
+        })?;
+    let opt_path = dir.join(OPTIMIZER_FILE);
+    let bytes = fs_err::read(&opt_path)?;
+    let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
+        CheckpointError::Optimizer {
+            path: opt_path.clone(),
+            message: format!("{e:?}"),
+        }
+    })?;
+    Ok((model, optimizer.load_record(record), state))
+}

@@ -1,0 +1,18 @@
+//! The training loop that runs inside an allocation: exact large-batch steps with gradient
+//! accumulation, AdamW with warmup schedules, global-norm clipping, checkpoints and preemption.
+//! It talks to other ranks only through [`crate::collective::Collective`].
+
+pub mod checkpoint;
+pub mod optim;
+pub mod preempt;
+pub mod run;
+pub mod schedule;
+pub mod step;
+pub mod toy;
+
+pub use checkpoint::{CheckpointInfo, CheckpointModel, Checkpoints, TrainState};
+pub use optim::{AdamWSettings, clip_by_global_norm, global_grad_norm, with_stable_param_ids};
+pub use preempt::{StopReason, StopSignal};
+pub use run::{BatchSource, LoopSettings, Observer, Progress, RunOutcome, StepBatch};
+pub use schedule::{LrSchedule, ScheduleKind};
+pub use step::{CausalLm, IGNORE, MicroBatch, StepOutcome, StepSettings, StepStats, Trainer};

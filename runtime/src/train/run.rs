@@ -1,0 +1,323 @@
+//! The loop over optimizer steps: draws each step's micro-batches, runs the step, validates,
+//! checkpoints every N samples and at the end, and reacts to stop requests at step boundaries.
+//! Reports through [`Observer`]; never writes ledger records itself.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::collective::{Collective, CollectiveError};
+use crate::train::checkpoint::CheckpointModel;
+use crate::train::checkpoint::{CheckpointError, CheckpointInfo, Checkpoints, TrainState};
+use crate::train::optim::param_entries;
+use crate::train::preempt::{StopReason, StopSignal};
+use crate::train::step::{MicroBatch, StepError, StepOutcome, StepStats, Trainer};
+
+/// One optimizer step's share of data for this rank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepBatch {
+    /// This rank's micro-batches.
+    pub micro_batches: Vec<MicroBatch>,
+    /// The largest number of micro-batches any rank holds this step.
+    pub agree_points: usize,
+}
+
+/// Where the loop gets its data from: the sampler over the packed training set.
+pub trait BatchSource {
+    /// The next step's batch, or `None` when the run's data is exhausted.
+    fn next_step(&mut self) -> Option<StepBatch>;
+    /// The sampler state positioned before the next step (saved in checkpoints).
+    fn state(&self) -> serde_json::Value;
+    /// Restore a state returned by [`BatchSource::state`].
+    fn restore(&mut self, state: &serde_json::Value) -> Result<(), String>;
+    /// The epoch the next step belongs to.
+    fn epoch(&self) -> u64;
+    /// The held-out micro-batches validation runs over (this rank's share).
+    fn validation(&self) -> &[MicroBatch];
+}
+
+/// What the loop reports as it goes.
+pub trait Observer {
+    /// After every completed optimizer step.
+    fn step(&mut self, stats: &StepStats, progress: &Progress);
+    /// After every validation.
+    fn validation(&mut self, step: u64, loss: f64, loss_tokens: u64);
+    /// After every checkpoint.
+    fn checkpoint(&mut self, info: &CheckpointInfo, progress: &Progress);
+}
+
+/// Counters that survive checkpoints and phases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Optimizer updates applied.
+    pub step: u64,
+    /// Samples trained on.
+    pub samples_seen: u64,
+    /// Tokens trained on.
+    pub tokens_seen: u64,
+    /// Epoch of the last step.
+    pub epoch: u64,
+}
+
+/// How often the loop validates and checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopSettings {
+    /// Stop after this many optimizer steps in all (the schedule's length).
+    pub total_steps: u64,
+    /// Checkpoint each time the samples seen cross a multiple of this.
+    pub checkpoint_every_samples: Option<u64>,
+    /// Keep this many resumable checkpoints.
+    pub keep_last: usize,
+    /// Validate every this many steps (and at the end).
+    pub validate_every_steps: Option<u64>,
+}
+
+/// How the loop ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// All steps done, final checkpoint written.
+    Completed {
+        /// The last step's figures.
+        last: Option<StepStats>,
+        /// The final checkpoint (on rank 0).
+        checkpoint: Option<CheckpointInfo>,
+    },
+    /// A stop request was honoured: a checkpoint was written and the run should be requeued.
+    Stopped {
+        /// Why.
+        reason: StopReason,
+        /// The checkpoint written (on rank 0).
+        checkpoint: Option<CheckpointInfo>,
+    },
+    /// The loss or gradient norm became NaN or infinite at this step; nothing was applied.
+    Diverged {
+        /// The step that diverged.
+        step: u64,
+        /// Its loss.
+        loss: f64,
+        /// Its gradient norm.
+        grad_norm: f64,
+    },
+}
+
+/// The loop failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    /// A step failed.
+    #[error(transparent)]
+    Step(#[from] StepError),
+    /// A collective failed.
+    #[error(transparent)]
+    Collective(#[from] CollectiveError),
+    /// A checkpoint could not be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The sampler state in a checkpoint could not be restored.
+    #[error("sampler state of `{path}`: {message}")]
+    Sampler {
+        /// The checkpoint directory.
+        path: std::path::PathBuf,
+        /// The sampler's message.
+        message: String,
+    },
+}
+
+/// Resume from the newest resumable checkpoint, if there is one: loads weights, Adam moments
+/// and sampler state; returns the counters to continue from.
+pub fn resume<M: CheckpointModel, S: BatchSource>(
+    trainer: &mut Trainer<M>,
+    source: &mut S,
+    checkpoints: &Checkpoints,
+) -> Result<Option<(Progress, CheckpointInfo)>, LoopError> {
+    let Some(info) = checkpoints.latest_resumable()? else {
+        return Ok(None);
+    };
+    let optimizer = trainer.settings.adamw.build();
+    let (model, optimizer, state) =
+        crate::train::checkpoint::load(&info, trainer.model.clone(), optimizer)?;
+    source
+        .restore(&state.sampler)
+        .map_err(|message| LoopError::Sampler {
+            path: info.dir.clone(),
+            message,
+        })?;
+    trainer.model = model;
+    trainer.optimizer = optimizer;
+    trainer.step = state.step;
+    trainer.checkpoint_estimate =
+        Duration::from_secs_f64(info.marker.write_seconds.max(0.01) * 1.5);
+    let progress = Progress {
+        step: state.step,
+        samples_seen: state.samples_seen,
+        tokens_seen: state.tokens_seen,
+        epoch: state.epoch,
+    };
+    Ok(Some((progress, info)))
+}
+
+fn save<M: CheckpointModel>(
+    trainer: &mut Trainer<M>,
+    sampler: serde_json::Value,
+    progress: &Progress,
+    checkpoints: &Checkpoints,
+    settings: &LoopSettings,
+    collective: &dyn Collective,
+) -> Result<Option<CheckpointInfo>, LoopError> {
+    if collective.rank() != 0 {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let state = TrainState {
+        format: crate::train::checkpoint::STATE_FORMAT,
+        step: trainer.step,
+        samples_seen: progress.samples_seen,
+        tokens_seen: progress.tokens_seen,
+        epoch: progress.epoch,
+        sampler,
+        // The model has no dropout and the sampler carries its own generator, so no other
+        // random state advances during training.
+        rng: serde_json::Value::Null,
+        params: param_entries(&trainer.model),
+    };
+    let info = checkpoints.write(&trainer.model, &trainer.optimizer, &state)?;
+    // Keep weights of older checkpoints for the evaluations is the caller's policy; by default
+    // only the newest `keep_last` survive.
+    checkpoints.prune(settings.keep_last.max(1), &|_| false)?;
+    trainer.checkpoint_estimate = started.elapsed().mul_f64(1.5);
+    Ok(Some(info))
+}
+
+/// Run optimizer steps until `settings.total_steps`, the data ends, a stop is agreed, or the
+/// run diverges.
+#[allow(clippy::too_many_arguments)]
+pub fn run<M: CheckpointModel, S: BatchSource, O: Observer>(
+    trainer: &mut Trainer<M>,
+    source: &mut S,
+    mut progress: Progress,
+    checkpoints: &Checkpoints,
+    settings: &LoopSettings,
+    collective: &mut dyn Collective,
+    stop: &StopSignal,
+    observer: &mut O,
+) -> Result<RunOutcome, LoopError> {
+    let mut last: Option<StepStats> = None;
+    let mut last_saved_step: Option<u64> = None;
+    loop {
+        // The agreed stop check at the step boundary.
+        let local = stop.requested();
+        if collective.any(local.is_some())? {
+            let sampler = source.state();
+            let checkpoint = save(
+                trainer,
+                sampler,
+                &progress,
+                checkpoints,
+                settings,
+                collective,
+            )?;
+            return Ok(RunOutcome::Stopped {
+                reason: local.unwrap_or(StopReason::Requested),
+                checkpoint,
+            });
+        }
+        if trainer.step >= settings.total_steps {
+            break;
+        }
+        let before = source.state();
+        let epoch = source.epoch();
+        let Some(batch) = source.next_step() else {
+            break;
+        };
+        match trainer.step(&batch.micro_batches, batch.agree_points, collective, stop)? {
+            StepOutcome::Completed(stats) => {
+                let prev_samples = progress.samples_seen;
+                progress.step = trainer.step;
+                progress.samples_seen += stats.samples;
+                progress.tokens_seen += stats.tokens;
+                progress.epoch = epoch;
+                observer.step(&stats, &progress);
+                if let Some(every) = settings.validate_every_steps
+                    && every > 0
+                    && trainer.step.is_multiple_of(every)
+                {
+                    validate(trainer, source, collective, observer)?;
+                }
+                if let Some(every) = settings.checkpoint_every_samples
+                    && every > 0
+                    && prev_samples / every < progress.samples_seen / every
+                {
+                    let sampler = source.state();
+                    if let Some(info) = save(
+                        trainer,
+                        sampler,
+                        &progress,
+                        checkpoints,
+                        settings,
+                        collective,
+                    )? {
+                        observer.checkpoint(&info, &progress);
+                    }
+                    last_saved_step = Some(trainer.step);
+                }
+                last = Some(stats);
+            }
+            StepOutcome::Abandoned => {
+                let checkpoint = save(
+                    trainer,
+                    before,
+                    &progress,
+                    checkpoints,
+                    settings,
+                    collective,
+                )?;
+                return Ok(RunOutcome::Stopped {
+                    reason: stop.requested().unwrap_or(StopReason::Requested),
+                    checkpoint,
+                });
+            }
+            StepOutcome::Diverged { loss, grad_norm } => {
+                return Ok(RunOutcome::Diverged {
+                    step: trainer.step,
+                    loss,
+                    grad_norm,
+                });
+            }
+        }
+    }
+    if settings.validate_every_steps.is_some() {
+        validate(trainer, source, collective, observer)?;
+    }
+    let checkpoint = if last_saved_step == Some(trainer.step) {
+        checkpoints.latest_resumable()?
+    } else {
+        let sampler = source.state();
+        let info = save(
+            trainer,
+            sampler,
+            &progress,
+            checkpoints,
+            settings,
+            collective,
+        )?;
+        if let Some(info) = &info {
+            observer.checkpoint(info, &progress);
+        }
+        info
+    };
+    Ok(RunOutcome::Completed { last, checkpoint })
+}
+
+fn validate<M: CheckpointModel, S: BatchSource, O: Observer>(
+    trainer: &Trainer<M>,
+    source: &S,
+    collective: &mut dyn Collective,
+    observer: &mut O,
+) -> Result<(), LoopError> {
+    let (sum, count) = trainer.evaluate(source.validation());
+    let sum = collective.all_reduce_sum_f64(sum)?;
+    let count = collective.all_reduce_sum_u64(count)?;
+    if count > 0 {
+        observer.validation(trainer.step, sum / count as f64, count);
+    }
+    Ok(())
+}
