@@ -10,7 +10,7 @@ use common::*;
 use sftctl_runtime::collective::SingleProcess;
 use sftctl_runtime::train::checkpoint::{MARKER, OPTIMIZER_FILE};
 use sftctl_runtime::train::run::{resume, run};
-use sftctl_runtime::train::toy::ToyLm;
+use sftctl_runtime::train::toy::{ToyLm, ToyWeights};
 use sftctl_runtime::train::{
     BatchSource, CheckpointInfo, Checkpoints, LoopSettings, Observer, Progress, RunOutcome,
     ScheduleKind, StepSettings, StepStats, StopReason, StopSignal, Trainer,
@@ -42,6 +42,10 @@ impl Observer for Log {
     }
 }
 
+fn weights() -> ToyWeights {
+    ToyWeights { template: toy(0) }
+}
+
 fn loop_settings(total: u64) -> LoopSettings {
     LoopSettings {
         total_steps: total,
@@ -63,7 +67,7 @@ fn fresh(
 ) -> (Trainer<ToyLm>, ToySource, Progress) {
     let mut t = trainer(999, step_settings(kind, total));
     let mut src = ToySource::new(42, 8, 3);
-    let progress = match resume(&mut t, &mut src, ckpts).unwrap() {
+    let progress = match resume(&mut t, &mut src, ckpts, &weights()).unwrap() {
         Some((p, _)) => p,
         None => Progress::default(),
     };
@@ -82,6 +86,7 @@ fn uninterrupted(kind: ScheduleKind, total: u64) -> (Trainer<ToyLm>, ToySource, 
         &mut src,
         Progress::default(),
         &ckpts,
+        &weights(),
         &loop_settings(total),
         &mut SingleProcess,
         &stop,
@@ -120,6 +125,7 @@ fn interrupted_at_boundary(kind: ScheduleKind, total: u64, stop_at: usize) {
         &mut src,
         Progress::default(),
         &ckpts,
+        &weights(),
         &loop_settings(total),
         &mut SingleProcess,
         &stop,
@@ -144,6 +150,7 @@ fn interrupted_at_boundary(kind: ScheduleKind, total: u64, stop_at: usize) {
         &mut src2,
         progress,
         &ckpts,
+        &weights(),
         &loop_settings(total),
         &mut SingleProcess,
         &stop2,
@@ -222,6 +229,7 @@ fn resume_after_stop_mid_accumulation_equals_uninterrupted() {
         &mut src,
         Progress::default(),
         &ckpts,
+        &weights(),
         &loop_settings(5),
         &mut SingleProcess,
         &stop,
@@ -256,6 +264,7 @@ fn resume_after_stop_mid_accumulation_equals_uninterrupted() {
         &mut src_rewound,
         progress,
         &ckpts,
+        &weights(),
         &loop_settings(total),
         &mut SingleProcess,
         &stop,
@@ -274,6 +283,7 @@ fn resume_after_stop_mid_accumulation_equals_uninterrupted() {
         &mut src2,
         progress,
         &ckpts,
+        &weights(),
         &loop_settings(total),
         &mut SingleProcess,
         &stop2,
@@ -298,6 +308,7 @@ fn crash_mid_checkpoint_leaves_previous_usable() {
         &mut src,
         Progress::default(),
         &ckpts,
+        &weights(),
         &loop_settings(3),
         &mut SingleProcess,
         &stop,
@@ -309,11 +320,11 @@ fn crash_mid_checkpoint_leaves_previous_usable() {
 
     // Crash states of a write of step 4: (a) temp dir half written, (b) renamed, no marker,
     // (c) marker present but a file truncated afterwards (torn by the file system).
-    let tmp = root.join(".tmp-step-00000004");
+    let tmp = root.join(".tmp-step-4");
     fs_err::create_dir_all(&tmp).unwrap();
     fs_err::write(tmp.join(OPTIMIZER_FILE), b"partial").unwrap();
     assert_eq!(ckpts.latest_resumable().unwrap().unwrap().dir, good.dir);
-    let renamed = root.join("step-00000005");
+    let renamed = root.join("step-5");
     fs_err::create_dir_all(&renamed).unwrap();
     for f in fs_err::read_dir(&good.dir).unwrap() {
         let f = f.unwrap();
@@ -322,7 +333,7 @@ fn crash_mid_checkpoint_leaves_previous_usable() {
         }
     }
     assert_eq!(ckpts.latest_resumable().unwrap().unwrap().dir, good.dir);
-    let torn = root.join("step-00000006");
+    let torn = root.join("step-6");
     fs_err::create_dir_all(&torn).unwrap();
     for f in fs_err::read_dir(&good.dir).unwrap() {
         let f = f.unwrap();
@@ -356,6 +367,7 @@ fn prune_keeps_last_k_and_weights_for_evaluation() {
         &mut src,
         Progress::default(),
         &ckpts,
+        &weights(),
         &loop_settings(10),
         &mut SingleProcess,
         &stop,

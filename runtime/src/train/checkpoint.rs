@@ -14,8 +14,9 @@ use burn::optim::{ModuleOptimizer, OptimizerRecord};
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::train::optim::{ParamEntry, param_entries};
-use crate::train::step::CausalLm;
+use burn::module::Module;
+
+use crate::train::optim::{ParamEntry, param_entries, with_stable_param_ids};
 
 /// Name of the marker that makes a checkpoint directory count.
 pub const MARKER: &str = "COMPLETE";
@@ -68,12 +69,13 @@ pub enum CheckpointError {
     },
 }
 
-/// How a model saves and loads its weights inside a checkpoint directory.
-pub trait CheckpointModel: CausalLm {
+/// How a model's weights are saved into and loaded from a checkpoint directory (Hugging Face
+/// safetensors plus config and tokenizer for the Llama family).
+pub trait WeightsIo<M> {
     /// Write the weights (and any config the format needs) into `dir`.
-    fn save_weights(&self, dir: &Path) -> Result<(), String>;
-    /// Load the weights written by [`CheckpointModel::save_weights`] into `self`.
-    fn load_weights(self, dir: &Path) -> Result<Self, String>;
+    fn save(&self, model: &M, dir: &Path) -> Result<(), String>;
+    /// Load the weights written by [`WeightsIo::save`] from `dir` onto the training device.
+    fn load(&self, dir: &Path) -> Result<M, String>;
 }
 
 /// The loop's state at a checkpoint: what, besides weights and moments, a resumed run needs
@@ -98,24 +100,20 @@ pub struct TrainState {
     pub params: Vec<ParamEntry>,
 }
 
-/// One file of a complete checkpoint, as the marker lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MarkerFile {
-    /// Path relative to the checkpoint directory.
-    pub name: String,
-    /// Size in bytes.
-    pub bytes: u64,
-}
-
-/// The content of the `COMPLETE` marker.
+/// The content of the `COMPLETE` marker: the ledger's `CheckpointMarker` (docs/ledger.md)
+/// plus each file's size and the time the write took.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Marker {
     /// Optimizer step of the checkpoint.
     pub step: u64,
     /// Samples seen at the checkpoint.
     pub samples_seen: u64,
-    /// Every file of the checkpoint with its size.
-    pub files: Vec<MarkerFile>,
+    /// Every file of the checkpoint, relative to its directory.
+    pub files: Vec<String>,
+    /// RFC 3339 time the checkpoint was sealed.
+    pub written_at: String,
+    /// Size in bytes of each of `files`.
+    pub bytes: Vec<u64>,
     /// Seconds it took to write.
     pub write_seconds: f64,
 }
@@ -138,8 +136,9 @@ pub struct Checkpoints {
     root: PathBuf,
 }
 
-fn name_for(step: u64) -> String {
-    format!("step-{step:08}")
+/// Directory name of the checkpoint of `step` (the ledger's layout).
+pub fn name_for(step: u64) -> String {
+    format!("step-{step}")
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> std::io::Error {
@@ -190,9 +189,10 @@ impl Checkpoints {
     /// Order: files into `.tmp-step-N`, each fsynced; the directory fsynced; renamed to
     /// `step-N`; the parent fsynced; then the marker (written to a temporary name, fsynced,
     /// renamed) and the directory fsynced again.
-    pub fn write<M: CheckpointModel>(
+    pub fn write<M: Module>(
         &self,
         model: &M,
+        weights: &dyn WeightsIo<M>,
         optimizer: &ModuleOptimizer,
         state: &TrainState,
     ) -> Result<CheckpointInfo, CheckpointError> {
@@ -210,8 +210,8 @@ impl Checkpoints {
         }
         fs_err::create_dir_all(&tmp)?;
 
-        model
-            .save_weights(&tmp)
+        weights
+            .save(model, &tmp)
             .map_err(|message| CheckpointError::Weights {
                 path: tmp.clone(),
                 message,
@@ -234,14 +234,13 @@ impl Checkpoints {
 
         let mut files = Vec::new();
         list_files(&tmp, "", &mut files)?;
-        let mut listed = Vec::new();
+        let mut names = Vec::new();
+        let mut sizes = Vec::new();
         for (rel, path) in &files {
             let f = fs_err::File::open(path)?;
             f.sync_all()?;
-            listed.push(MarkerFile {
-                name: rel.clone(),
-                bytes: f.metadata()?.len(),
-            });
+            names.push(rel.clone());
+            sizes.push(f.metadata()?.len());
         }
         sync_dir(&tmp)?;
         fs_err::rename(&tmp, &dir)?;
@@ -250,7 +249,11 @@ impl Checkpoints {
         let marker = Marker {
             step: state.step,
             samples_seen: state.samples_seen,
-            files: listed,
+            files: names,
+            written_at: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            bytes: sizes,
             write_seconds: started.elapsed().as_secs_f64(),
         };
         let marker_tmp = dir.join(format!(".{MARKER}.tmp"));
@@ -285,15 +288,15 @@ impl Checkpoints {
             let Ok(marker) = serde_json::from_slice::<Marker>(&bytes) else {
                 continue;
             };
-            let mut intact = true;
+            let mut intact = marker.files.len() == marker.bytes.len();
             let mut resumable = false;
-            for f in &marker.files {
-                match fs_err::metadata(dir.join(&f.name)) {
-                    Ok(m) if m.len() == f.bytes => {
-                        resumable |= f.name == OPTIMIZER_FILE;
+            for (name, &bytes) in marker.files.iter().zip(&marker.bytes) {
+                match fs_err::metadata(dir.join(name)) {
+                    Ok(m) if m.len() == bytes => {
+                        resumable |= name == OPTIMIZER_FILE;
                     }
                     // Only the optimizer state may be missing (pruned for a kept checkpoint).
-                    Err(_) if f.name == OPTIMIZER_FILE => {}
+                    Err(_) if name == OPTIMIZER_FILE => {}
                     _ => intact = false,
                 }
             }
@@ -359,11 +362,11 @@ impl Checkpoints {
     }
 }
 
-/// Load a resumable checkpoint into `model` (whose parameters must already carry stable ids)
-/// and a fresh `optimizer`; returns them with the loop state.
-pub fn load<M: CheckpointModel>(
+/// Load a resumable checkpoint: the model through `weights` (given stable parameter ids), the
+/// optimizer state into a fresh `optimizer`, and the loop state.
+pub fn load<M: Module>(
     ckpt: &CheckpointInfo,
-    model: M,
+    weights: &dyn WeightsIo<M>,
     optimizer: ModuleOptimizer,
 ) -> Result<(M, ModuleOptimizer, TrainState), CheckpointError> {
     let dir = &ckpt.dir;
@@ -375,6 +378,13 @@ pub fn load<M: CheckpointModel>(
                 source,
             }
         })?;
+    let model = weights
+        .load(dir)
+        .map_err(|message| CheckpointError::Weights {
+            path: dir.clone(),
+            message,
+        })?;
+    let model = with_stable_param_ids(model);
     let have = param_entries(&model);
     if have != state.params {
         let first = have
@@ -395,12 +405,6 @@ pub fn load<M: CheckpointModel>(
             message: first,
         });
     }
-    let model = model
-        .load_weights(dir)
-        .map_err(|message| CheckpointError::Weights {
-            path: dir.clone(),
-            message,
-        })?;
     let opt_path = dir.join(OPTIMIZER_FILE);
     let bytes = fs_err::read(&opt_path)?;
     let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {

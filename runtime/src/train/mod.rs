@@ -10,9 +10,9 @@ pub mod schedule;
 pub mod step;
 pub mod toy;
 
-pub use checkpoint::{CheckpointInfo, CheckpointModel, Checkpoints, TrainState};
+pub use checkpoint::{CheckpointInfo, Checkpoints, TrainState, WeightsIo};
 pub use optim::{AdamWSettings, clip_by_global_norm, global_grad_norm, with_stable_param_ids};
 pub use preempt::{StopReason, StopSignal};
 pub use run::{BatchSource, LoopSettings, Observer, Progress, RunOutcome, StepBatch};
 pub use schedule::{LrSchedule, ScheduleKind};
-pub use step::{CausalLm, IGNORE, MicroBatch, StepOutcome, StepSettings, StepStats, Trainer};
+pub use step::{IGNORE, MicroBatch, PackedLm, StepOutcome, StepSettings, StepStats, Trainer};

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::collective::{Collective, CollectiveError};
-use crate::train::checkpoint::CheckpointModel;
+use crate::train::checkpoint::WeightsIo;
 use crate::train::checkpoint::{CheckpointError, CheckpointInfo, Checkpoints, TrainState};
 use crate::train::optim::param_entries;
 use crate::train::preempt::{StopReason, StopSignal};
+use crate::train::step::PackedLm;
 use crate::train::step::{MicroBatch, StepError, StepOutcome, StepStats, Trainer};
 
 /// One optimizer step's share of data for this rank.
@@ -124,17 +125,17 @@ pub enum LoopError {
 
 /// Resume from the newest resumable checkpoint, if there is one: loads weights, Adam moments
 /// and sampler state; returns the counters to continue from.
-pub fn resume<M: CheckpointModel, S: BatchSource>(
+pub fn resume<M: PackedLm, S: BatchSource>(
     trainer: &mut Trainer<M>,
     source: &mut S,
     checkpoints: &Checkpoints,
+    weights: &dyn WeightsIo<M>,
 ) -> Result<Option<(Progress, CheckpointInfo)>, LoopError> {
     let Some(info) = checkpoints.latest_resumable()? else {
         return Ok(None);
     };
     let optimizer = trainer.settings.adamw.build();
-    let (model, optimizer, state) =
-        crate::train::checkpoint::load(&info, trainer.model.clone(), optimizer)?;
+    let (model, optimizer, state) = crate::train::checkpoint::load(&info, weights, optimizer)?;
     source
         .restore(&state.sampler)
         .map_err(|message| LoopError::Sampler {
@@ -155,8 +156,9 @@ pub fn resume<M: CheckpointModel, S: BatchSource>(
     Ok(Some((progress, info)))
 }
 
-fn save<M: CheckpointModel>(
+fn save<M: PackedLm>(
     trainer: &mut Trainer<M>,
+    weights: &dyn WeightsIo<M>,
     sampler: serde_json::Value,
     progress: &Progress,
     checkpoints: &Checkpoints,
@@ -179,7 +181,7 @@ fn save<M: CheckpointModel>(
         rng: serde_json::Value::Null,
         params: param_entries(&trainer.model),
     };
-    let info = checkpoints.write(&trainer.model, &trainer.optimizer, &state)?;
+    let info = checkpoints.write(&trainer.model, weights, &trainer.optimizer, &state)?;
     // Keep weights of older checkpoints for the evaluations is the caller's policy; by default
     // only the newest `keep_last` survive.
     checkpoints.prune(settings.keep_last.max(1), &|_| false)?;
@@ -190,11 +192,12 @@ fn save<M: CheckpointModel>(
 /// Run optimizer steps until `settings.total_steps`, the data ends, a stop is agreed, or the
 /// run diverges.
 #[allow(clippy::too_many_arguments)]
-pub fn run<M: CheckpointModel, S: BatchSource, O: Observer>(
+pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
     trainer: &mut Trainer<M>,
     source: &mut S,
     mut progress: Progress,
     checkpoints: &Checkpoints,
+    weights: &dyn WeightsIo<M>,
     settings: &LoopSettings,
     collective: &mut dyn Collective,
     stop: &StopSignal,
@@ -209,6 +212,7 @@ pub fn run<M: CheckpointModel, S: BatchSource, O: Observer>(
             let sampler = source.state();
             let checkpoint = save(
                 trainer,
+                weights,
                 sampler,
                 &progress,
                 checkpoints,
@@ -249,6 +253,7 @@ pub fn run<M: CheckpointModel, S: BatchSource, O: Observer>(
                     let sampler = source.state();
                     if let Some(info) = save(
                         trainer,
+                        weights,
                         sampler,
                         &progress,
                         checkpoints,
@@ -264,6 +269,7 @@ pub fn run<M: CheckpointModel, S: BatchSource, O: Observer>(
             StepOutcome::Abandoned => {
                 let checkpoint = save(
                     trainer,
+                    weights,
                     before,
                     &progress,
                     checkpoints,
@@ -293,6 +299,7 @@ pub fn run<M: CheckpointModel, S: BatchSource, O: Observer>(
         let sampler = source.state();
         let info = save(
             trainer,
+            weights,
             sampler,
             &progress,
             checkpoints,
@@ -307,7 +314,7 @@ pub fn run<M: CheckpointModel, S: BatchSource, O: Observer>(
     Ok(RunOutcome::Completed { last, checkpoint })
 }
 
-fn validate<M: CheckpointModel, S: BatchSource, O: Observer>(
+fn validate<M: PackedLm, S: BatchSource, O: Observer>(
     trainer: &Trainer<M>,
     source: &S,
     collective: &mut dyn Collective,

@@ -19,7 +19,7 @@ use crate::train::schedule::LrSchedule;
 pub const IGNORE: i32 = -100;
 
 /// A causal language model the trainer can train: one packed row in, logits out.
-pub trait CausalLm: Module + Clone {
+pub trait PackedLm: Module + Clone {
     /// Logits `[1, T, vocab]` for one packed row of `T` tokens.
     ///
     /// `tokens` and `positions` are `[1, T]`; positions restart at 0 at each sample, and
@@ -60,7 +60,7 @@ impl MicroBatch {
 
 /// Summed token cross-entropy of `model` on `batch` over the positions with a target (a
 /// `[1]` tensor on `device`, tracked for backward).
-pub fn loss_sum<M: CausalLm>(model: &M, batch: &MicroBatch, device: &Device) -> Tensor<1> {
+pub fn loss_sum<M: PackedLm>(model: &M, batch: &MicroBatch, device: &Device) -> Tensor<1> {
     let t = batch.tokens.len();
     let as_i64 = |v: &[u32]| v.iter().map(|&x| i64::from(x)).collect::<Vec<_>>();
     let tokens =
@@ -170,7 +170,7 @@ pub struct Trainer<M> {
     pub checkpoint_estimate: Duration,
 }
 
-impl<M: CausalLm> Trainer<M> {
+impl<M: PackedLm> Trainer<M> {
     /// A trainer at step 0 with fresh optimizer state.
     pub fn new(model: M, settings: StepSettings, device: Device) -> Self {
         Self {

@@ -8,8 +8,8 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::train::checkpoint::CheckpointModel;
-use crate::train::step::CausalLm;
+use crate::train::checkpoint::WeightsIo;
+use crate::train::step::PackedLm;
 
 /// The toy model.
 #[derive(Module, Debug)]
@@ -35,7 +35,7 @@ impl ToyLm {
     }
 }
 
-impl CausalLm for ToyLm {
+impl PackedLm for ToyLm {
     fn forward_packed(
         &self,
         tokens: Tensor<2, Int>,
@@ -48,15 +48,25 @@ impl CausalLm for ToyLm {
     }
 }
 
-impl CheckpointModel for ToyLm {
-    fn save_weights(&self, dir: &Path) -> Result<(), String> {
-        self.clone()
+/// Saves the toy model in Burn's own format; loads into a copy of `template`.
+#[derive(Debug, Clone)]
+pub struct ToyWeights {
+    /// A model of the right shape (its values are replaced on load).
+    pub template: ToyLm,
+}
+
+impl WeightsIo<ToyLm> for ToyWeights {
+    fn save(&self, model: &ToyLm, dir: &Path) -> Result<(), String> {
+        model
+            .clone()
             .save_file(dir.join(TOY_WEIGHTS))
             .map_err(|e| format!("{e:?}"))
     }
 
-    fn load_weights(self, dir: &Path) -> Result<Self, String> {
-        self.try_load_file(dir.join(TOY_WEIGHTS))
+    fn load(&self, dir: &Path) -> Result<ToyLm, String> {
+        self.template
+            .clone()
+            .try_load_file(dir.join(TOY_WEIGHTS))
             .map_err(|e| format!("{e:?}"))
     }
 }
