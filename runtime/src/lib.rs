@@ -1,1 +1,6 @@
 //! The runtime that runs inside an allocation: the Llama-family model in Burn, its weights, and (later) the training loop.
+
+pub mod backend;
+pub mod config;
+pub mod model;
+pub mod weights;
