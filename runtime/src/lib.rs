@@ -1,4 +1,8 @@
 //! The runtime that runs inside an allocation: the Llama-family model in Burn, its weights, and (later) the training loop.
 
+pub mod backend;
+pub mod config;
+pub mod model;
+pub mod weights;
 pub mod collective;
 pub mod train;
