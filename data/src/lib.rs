@@ -5,6 +5,7 @@
 
 pub mod chat;
 pub mod error;
+pub mod samples;
 pub mod tokenizer;
 
 pub use error::{DataError, Result};
