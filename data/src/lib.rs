@@ -3,6 +3,7 @@
 //! Nothing here depends on Burn or any tensor crate, so the login node (`sftctl data inspect`,
 //! `sftctl plan`) uses the same code as the trainer.
 
+pub mod cache;
 pub mod chat;
 pub mod error;
 pub mod samples;
