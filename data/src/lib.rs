@@ -3,9 +3,11 @@
 //! Nothing here depends on Burn or any tensor crate, so the login node (`sftctl data inspect`,
 //! `sftctl plan`) uses the same code as the trainer.
 
+pub mod batch;
 pub mod cache;
 pub mod chat;
 pub mod error;
+pub mod pack;
 pub mod samples;
 pub mod tokenizer;
 

@@ -147,3 +147,47 @@ fn corrupt_or_truncated_caches_are_detected_and_rebuilt() {
     let rebuilt = TokenCache::open_or_build(&cache_dir, &data, &tok, &template, &opts).unwrap();
     assert_eq!(fs_err::read(rebuilt.path()).unwrap(), good);
 }
+
+#[test]
+fn packed_rows_from_caches_carry_labels_positions_and_the_step_loss_count() {
+    use sftctl_data::batch::{IGNORE_INDEX, materialize, source_from_cache};
+    use sftctl_data::pack::{BatchConfig, Sampler, TailPolicy};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_file(tmp.path());
+    let tok = ChatTokenizer::from_dir(&fixtures().join("tiny-llama3")).unwrap();
+    let template = tok.chat_template(None).unwrap();
+    let opts = TokenizeOptions {
+        max_len: 96,
+        skip_malformed: false,
+    };
+    let cache =
+        TokenCache::open_or_build(&tmp.path().join("c"), &data, &tok, &template, &opts).unwrap();
+    let cfg = BatchConfig {
+        batch_size: 50,
+        world_size: 2,
+        token_budget: 256,
+        seed: 5,
+        tail: TailPolicy::Continue,
+    };
+    let mut sampler = Sampler::new(cfg, vec![source_from_cache("d", &cache, 1.0)]).unwrap();
+    for _ in 0..5 {
+        let step = sampler.next_step();
+        let mut loss = 0;
+        for mb in step.ranks.iter().flat_map(|r| &r.micro_batches) {
+            let row = materialize(mb, &[&cache]);
+            assert_eq!(row.input_ids.len(), row.labels.len());
+            assert_eq!(row.position_ids.len(), row.input_ids.len());
+            assert!(row.input_ids.len() <= 256);
+            for (k, id) in mb.samples.iter().enumerate() {
+                let start = row.cu_seqlens[k] as usize;
+                let ids = cache.input_ids(id.index as usize);
+                assert_eq!(&row.input_ids[start..start + ids.len()], ids.as_slice());
+                assert_eq!(row.position_ids[start], 0);
+                assert_eq!(row.labels[start], IGNORE_INDEX);
+                assert_eq!(ids[0], tok.bos_id().unwrap());
+            }
+            loss += row.loss_tokens() as u64;
+        }
+        assert_eq!(loss, step.stats.loss_tokens);
+    }
+}
