@@ -7,7 +7,9 @@ pub mod batch;
 pub mod cache;
 pub mod chat;
 pub mod error;
+pub mod inspect;
 pub mod pack;
+pub mod quickstart;
 pub mod samples;
 pub mod tokenizer;
 
