@@ -1,7 +1,59 @@
-//! The sftctl command line: sweep specs, plans, batch scripts, submission, status.
+//! The sftctl command line: sweep specs, plans, batch scripts, submission, status. Only this
+//! crate knows clap and the terminal; the ledger and Slurm are reached through their crates.
+
+pub mod args;
+pub mod cmd;
+pub mod grid;
+pub mod identity;
+pub mod plan;
+pub mod quote;
+pub mod spec;
+pub mod status;
+pub mod template;
+
+use clap::Parser;
+
+/// An error caused by the user's input (a bad spec, an unknown run, Slurm refusing a job):
+/// exit code 1. Any other error is internal: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UserError(pub String);
+
+/// Shorthand for returning a [`UserError`].
+pub fn user_err<T>(msg: impl Into<String>) -> anyhow::Result<T> {
+    Err(UserError(msg.into()).into())
+}
 
 /// Runs the command line and returns the process exit code.
 pub fn run() -> i32 {
-    eprintln!("sftctl: not built yet");
-    2
+    let cli = match args::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 1 } else { 0 };
+        }
+    };
+    let result = match cli.command {
+        args::Command::Plan(a) => cmd::plan::run(&a),
+        args::Command::Submit(a) => cmd::submit::run(&a),
+        args::Command::Status(a) => cmd::status::run(&a),
+        args::Command::Logs(a) => cmd::logs::run(&a),
+        args::Command::Cancel(a) => cmd::cancel::run(&a),
+        args::Command::LocalWorker(a) => cmd::local::worker(&a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::BrokenPipe
+            {
+                return 0;
+            }
+            let user = e
+                .chain()
+                .any(|c| c.is::<UserError>() || c.is::<spec::SpecError>());
+            eprintln!("error: {e:#}");
+            if user { 1 } else { 2 }
+        }
+    }
 }

@@ -1,1 +1,171 @@
-//! The only code that runs Slurm commands (sbatch, squeue, sacct, scancel, scontrol) and parses their output. Knows nothing about sweeps.
+//! The only code that runs Slurm commands (sbatch, squeue, sacct, scancel) and parses their
+//! output. Knows nothing about sweeps, runs or the ledger: it speaks job ids, states and argv.
+
+pub mod cmd;
+pub mod ids;
+pub mod parse;
+pub mod state;
+
+pub use cmd::{CmdError, CmdOutput, Exit, run_cmd};
+pub use ids::{ArrayPart, JobId};
+pub use parse::{AcctRow, QueueRow};
+pub use state::JobState;
+
+use std::path::{Path, PathBuf};
+
+/// Errors from Slurm commands.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Cmd(#[from] CmdError),
+    #[error("`{argv}` printed `{output}`, which is not a job id")]
+    BadJobId { argv: String, output: String },
+}
+
+/// Result alias for Slurm operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What `sacct` answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Accounting {
+    /// One row per job and per step.
+    Rows(Vec<AcctRow>),
+    /// The cluster runs without accounting storage (`sacct` refuses).
+    Disabled,
+}
+
+/// Runs Slurm's client commands. `bin_dir` (tests: stand-in scripts) prefixes program names;
+/// `env` is added to each command's environment (e.g. `SLURM_CONF`).
+#[derive(Debug, Clone, Default)]
+pub struct Slurm {
+    pub bin_dir: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Slurm {
+    /// Reads `SFTCTL_SLURM_BIN` (a directory of stand-in commands) from the environment.
+    pub fn from_env() -> Self {
+        Self {
+            bin_dir: std::env::var_os("SFTCTL_SLURM_BIN").map(PathBuf::from),
+            env: Vec::new(),
+        }
+    }
+
+    fn program(&self, name: &str) -> String {
+        match &self.bin_dir {
+            Some(d) => d.join(name).to_string_lossy().into_owned(),
+            None => name.to_owned(),
+        }
+    }
+
+    fn run(&self, name: &str, args: &[String], cwd: Option<&Path>) -> Result<CmdOutput, CmdError> {
+        let mut argv = vec![self.program(name)];
+        argv.extend(args.iter().cloned());
+        run_cmd(&argv, cwd, &self.env, None)
+    }
+
+    /// `sbatch --parsable ARGS SCRIPT`: the new job id (for an array, the array's job id).
+    pub fn sbatch(&self, args: &[String], script: &Path, cwd: &Path) -> Result<JobId> {
+        let mut a = vec!["--parsable".to_owned()];
+        a.extend(args.iter().cloned());
+        a.push(script.to_string_lossy().into_owned());
+        let out = self.run("sbatch", &a, Some(cwd))?.success()?;
+        parse::sbatch_parsable(&out.stdout).ok_or_else(|| Error::BadJobId {
+            argv: out.argv.join(" "),
+            output: out.stdout.trim().to_owned(),
+        })
+    }
+
+    /// `sbatch --test-only ARGS SCRIPT`: Slurm's verdict without submitting.
+    pub fn sbatch_test_only(&self, args: &[String], script: &Path, cwd: &Path) -> Result<()> {
+        let mut a = vec!["--test-only".to_owned()];
+        a.extend(args.iter().cloned());
+        a.push(script.to_string_lossy().into_owned());
+        self.run("sbatch", &a, Some(cwd))?.success()?;
+        Ok(())
+    }
+
+    /// One `squeue` call for every job of `jobs` (array tasks expanded with `-r`). Jobs squeue
+    /// has forgotten are simply absent.
+    pub fn squeue(&self, jobs: &[JobId]) -> Result<Vec<QueueRow>> {
+        let mut base: Vec<String> = jobs.iter().map(|j| j.job.to_string()).collect();
+        base.sort();
+        base.dedup();
+        if base.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.squeue_args(vec!["-j".into(), base.join(",")])
+    }
+
+    /// One `squeue` call for the jobs with any of these names (reconciliation).
+    pub fn squeue_by_name(&self, names: &[String]) -> Result<Vec<QueueRow>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.squeue_args(vec!["--name".into(), names.join(",")])
+    }
+
+    fn squeue_args(&self, mut args: Vec<String>) -> Result<Vec<QueueRow>> {
+        let mut a = vec![
+            "-h".into(),
+            "-r".into(),
+            "-o".into(),
+            parse::SQUEUE_FORMAT.into(),
+        ];
+        a.append(&mut args);
+        let out = self.run("squeue", &a, None)?;
+        // One unknown id alone makes squeue fail instead of printing nothing.
+        if !out.exit.ok() && out.stderr.contains("Invalid job id") {
+            return Ok(Vec::new());
+        }
+        Ok(parse::squeue(&out.success()?.stdout))
+    }
+
+    /// One `sacct` call for `jobs` (base ids, every task and step included).
+    pub fn sacct(&self, jobs: &[JobId]) -> Result<Accounting> {
+        let mut base: Vec<String> = jobs.iter().map(|j| j.job.to_string()).collect();
+        base.sort();
+        base.dedup();
+        if base.is_empty() {
+            return Ok(Accounting::Rows(Vec::new()));
+        }
+        self.sacct_args(vec!["-j".into(), base.join(",")])
+    }
+
+    /// One `sacct` call for jobs with these names since `since` (a Slurm time, e.g. `now-7days`).
+    pub fn sacct_by_name(&self, names: &[String], since: &str) -> Result<Accounting> {
+        if names.is_empty() {
+            return Ok(Accounting::Rows(Vec::new()));
+        }
+        self.sacct_args(vec![
+            "--name".into(),
+            names.join(","),
+            "-S".into(),
+            since.into(),
+        ])
+    }
+
+    fn sacct_args(&self, mut args: Vec<String>) -> Result<Accounting> {
+        let mut a = vec![
+            "-P".into(),
+            "-n".into(),
+            format!("--format={}", parse::SACCT_FORMAT),
+        ];
+        a.append(&mut args);
+        let out = self.run("sacct", &a, None)?;
+        if !out.exit.ok() && parse::accounting_disabled(&out.stderr) {
+            return Ok(Accounting::Disabled);
+        }
+        Ok(Accounting::Rows(parse::sacct(&out.success()?.stdout)))
+    }
+
+    /// `scancel` of these jobs, in one call.
+    pub fn scancel(&self, jobs: &[JobId]) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let a: Vec<String> = jobs.iter().map(JobId::to_string).collect();
+        self.run("scancel", &a, None)?.success()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+//! Batch scripts from minijinja templates. Undefined variables are errors (so a template that
+//! uses something the plan does not define fails at plan time), and every interpolated value is
+//! shell-quoted unless it is a plain word: no spec value can inject shell code.
+
+use crate::quote::shell_quote;
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
+use serde::Serialize;
+
+/// The default template, `templates/job.sh.j2`, compiled in.
+pub const DEFAULT_TEMPLATE: &str = include_str!("../../templates/job.sh.j2");
+
+/// Everything a template may use.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobContext {
+    pub sftctl_version: String,
+    pub sweep: String,
+    pub run_id: String,
+    pub run_name: String,
+    pub run_dir: String,
+    /// `--output` path (inside the run's `logs/`).
+    pub log: String,
+    pub job_name: String,
+    /// 0 for an unphased run.
+    pub phase: u32,
+    pub nodes: u32,
+    pub gpus_per_node: u32,
+    pub cpus_per_task: u32,
+    pub time: String,
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    pub constraint: Option<String>,
+    pub mem: Option<String>,
+    pub extra: Vec<String>,
+    pub signal_seconds: u32,
+    pub modules: Vec<String>,
+    pub venv: Option<String>,
+    pub vars: Vec<(String, String)>,
+    /// The job's argv, placeholders replaced; `{{ command|argv }}` quotes each word.
+    pub command: Vec<String>,
+}
+
+/// A compiled template.
+#[derive(Debug)]
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Renderer {
+    /// Compiles `text` (named `name` in errors).
+    pub fn new(name: &str, text: String) -> Result<Self, String> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_keep_trailing_newline(true);
+        env.set_formatter(|out, _state, value| {
+            let text = if value.is_safe() {
+                value.to_string()
+            } else {
+                shell_quote(&value.to_string())
+            };
+            out.write_str(&text)
+                .map_err(|_| minijinja::Error::new(ErrorKind::WriteFailure, "writing the script"))
+        });
+        env.add_filter("argv", |words: Vec<String>| {
+            Value::from_safe_string(
+                words
+                    .iter()
+                    .map(|w| shell_quote(w))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        });
+        env.add_template_owned(name.to_owned(), text)
+            .map_err(|e| format!("template `{name}`: {e:#}"))?;
+        Ok(Self { env })
+    }
+
+    /// The default template.
+    pub fn default_template() -> Self {
+        Self::new("job.sh.j2", DEFAULT_TEMPLATE.to_owned()).expect("the built-in template compiles")
+    }
+
+    /// Renders the script of one job.
+    pub fn render(&self, ctx: &JobContext) -> Result<String, String> {
+        let name = self
+            .env
+            .templates()
+            .next()
+            .map(|(n, _)| n.to_owned())
+            .unwrap_or_default();
+        let t = self.env.get_template(&name).map_err(|e| e.to_string())?;
+        t.render(ctx).map_err(|e| {
+            let mut msg = format!("template `{name}`: {e}");
+            if let Some(line) = e.line() {
+                msg = format!("template `{name}` line {line}: {e}");
+            }
+            msg
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn ctx() -> JobContext {
+        JobContext {
+            sftctl_version: "0".into(),
+            sweep: "s".into(),
+            run_id: "abc".into(),
+            run_name: "lr=1e-5".into(),
+            run_dir: "/l/runs/abc".into(),
+            log: "/l/runs/abc/logs/slurm-%j.out".into(),
+            job_name: "sft.s.abc".into(),
+            phase: 0,
+            nodes: 1,
+            gpus_per_node: 0,
+            cpus_per_task: 1,
+            time: "00:10:00".into(),
+            partition: Some("debug".into()),
+            account: None,
+            qos: None,
+            constraint: None,
+            mem: None,
+            extra: vec![],
+            signal_seconds: 120,
+            modules: vec!["cuda/12; rm -rf ~".into()],
+            venv: Some("/opt/my venv".into()),
+            vars: vec![("HF_HOME".into(), "$(curl evil)".into())],
+            command: vec![
+                "/bin/train".into(),
+                "run".into(),
+                "/l/runs/abc".into(),
+                "it's".into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn default_template_quotes_every_value() {
+        let s = Renderer::default_template().render(&ctx()).unwrap();
+        assert!(s.contains("#SBATCH --partition=debug\n"), "{s}");
+        assert!(s.contains("#SBATCH --signal=B:USR1@120\n"));
+        assert!(s.contains("module load 'cuda/12; rm -rf ~'\n"), "{s}");
+        assert!(s.contains("source '/opt/my venv'/bin/activate\n"), "{s}");
+        assert!(s.contains("export HF_HOME='$(curl evil)'\n"), "{s}");
+        assert!(s.contains(r"/bin/train run /l/runs/abc 'it'\''s' &"), "{s}");
+        assert!(!s.contains("#SBATCH --account"));
+        assert!(!s.contains("srun"));
+        let mut c = ctx();
+        c.nodes = 2;
+        let s = Renderer::default_template().render(&c).unwrap();
+        assert!(s.contains("srun --ntasks-per-node=1"), "{s}");
+    }
+
+    #[test]
+    fn undefined_variable_is_an_error() {
+        let r = Renderer::new(
+            "t.j2",
+            "#!/bin/bash\necho {{ nodes }} {{ gpus_total }}\n".into(),
+        )
+        .unwrap();
+        let e = r.render(&ctx()).unwrap_err();
+        assert!(e.contains("undefined") && e.contains("line 2"), "{e}");
+    }
+}
