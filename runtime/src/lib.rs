@@ -3,4 +3,5 @@
 pub mod backend;
 pub mod config;
 pub mod model;
+pub mod tiny;
 pub mod weights;
