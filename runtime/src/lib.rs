@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod config;
 pub mod model;
+pub mod tiny;
 pub mod weights;
 pub mod collective;
 pub mod train;
