@@ -83,10 +83,15 @@ pub const GRANITE_TEMPLATE: &str = r#"{%- if messages and messages[0]['role'] ==
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
-    #[serde(default)]
+    /// A missing or null content reads as empty (transformers drops null keys).
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub content: String,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 impl Message {

@@ -254,3 +254,56 @@ fn template_globals_behave_like_transformers() {
         "x\n"
     );
 }
+
+/// `strftime_now`'s directives against Python's `datetime.strftime` (outputs taken from CPython).
+#[test]
+fn strftime_matches_python() {
+    use time::macros::datetime;
+    let cases = [
+        (
+            datetime!(2026-11-28 14:05:09 UTC),
+            "%d %b %Y",
+            "28 Nov 2026",
+        ),
+        (
+            datetime!(2026-11-28 14:05:09 UTC),
+            "%A, %B %e %Y",
+            "Saturday, November 28 2026",
+        ),
+        (
+            datetime!(2026-11-28 14:05:09 UTC),
+            "%j %I %p %y",
+            "332 02 PM 26",
+        ),
+        (
+            datetime!(2026-11-28 14:05:09 UTC),
+            "%H:%M:%S %%",
+            "14:05:09 %",
+        ),
+        (datetime!(2026-11-28 14:05:09 UTC), "%a %m/%d", "Sat 11/28"),
+        (datetime!(2026-11-28 14:05:09 UTC), "%Y-%m-%d", "2026-11-28"),
+        (
+            datetime!(2026-01-03 00:07:00 UTC),
+            "%d %b %Y",
+            "03 Jan 2026",
+        ),
+        (
+            datetime!(2026-01-03 00:07:00 UTC),
+            "%e|%I %p|%j|%A",
+            " 3|12 AM|003|Saturday",
+        ),
+    ];
+    for (t, fmt, want) in cases {
+        assert_eq!(sftctl_data::chat::strftime(&t, fmt).unwrap(), want, "{fmt}");
+    }
+    assert!(sftctl_data::chat::strftime(&datetime!(2026-01-03 00:07:00 UTC), "%Q").is_err());
+}
+
+#[test]
+fn null_content_reads_as_empty() {
+    let m: Message =
+        serde_json::from_str(r#"{"role": "assistant", "content": null, "tool_calls": []}"#)
+            .unwrap();
+    assert_eq!(m.content, "");
+    assert_eq!(m.extra["tool_calls"], serde_json::json!([]));
+}
