@@ -66,11 +66,17 @@ fn tiny_tokenizers_are_deterministic_and_match_the_committed_fixtures() {
 #[test]
 fn rendered_text_and_ids_equal_transformers() {
     let cases = cases();
-    assert!(cases.len() >= 18);
+    assert!(cases.len() >= 26);
     for case in &cases {
         let tok =
             ChatTokenizer::from_dir(&fixtures().join(case["tokenizer"].as_str().unwrap())).unwrap();
-        let template = tok.chat_template(None).unwrap();
+        let template = match case["template"].as_str() {
+            None => tok.chat_template(None).unwrap(),
+            Some(file) => {
+                let source = fs_err::read_to_string(fixtures().join(file)).unwrap();
+                ChatTemplate::new(file, &source, tok.special_tokens().clone()).unwrap()
+            }
+        };
         let messages: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
         let name = format!("{}/{}", case["tokenizer"], case["name"]);
         let text = template.render(&messages, &options(case)).unwrap();
@@ -300,10 +306,20 @@ fn strftime_matches_python() {
 }
 
 #[test]
-fn null_content_reads_as_empty() {
-    let m: Message =
-        serde_json::from_str(r#"{"role": "assistant", "content": null, "tool_calls": []}"#)
-            .unwrap();
-    assert_eq!(m.content, "");
-    assert_eq!(m.extra["tool_calls"], serde_json::json!([]));
+fn null_keys_are_dropped_before_rendering() {
+    let m: Message = serde_json::from_str(
+        r#"{"role": "assistant", "content": null, "name": null, "tool_calls": []}"#,
+    )
+    .unwrap();
+    assert!(m.content.is_null());
+    let t = ChatTemplate::new(
+        "t",
+        "{{ messages[0].content is defined }} {{ messages[0].name is defined }} {{ messages[0].tool_calls|length }}",
+        Default::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        t.render(&[m], &RenderOptions::default()).unwrap(),
+        "False False 0"
+    );
 }
