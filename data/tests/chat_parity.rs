@@ -195,6 +195,19 @@ fn templates_are_read_from_every_layout() {
     let explicit = ChatTemplate::new("given", &source, tok.special_tokens().clone()).unwrap();
     assert_eq!(explicit.render(&msgs, &opts).unwrap(), want);
     assert_ne!(tok.fingerprint(), base.fingerprint());
+
+    // A saved model carries the files; the copy reads back the same templates.
+    let saved = tmp.path().join("saved");
+    ChatTokenizer::from_dir(&list)
+        .unwrap()
+        .copy_files_to(&saved)
+        .unwrap();
+    let copy = ChatTokenizer::from_dir(&saved).unwrap();
+    assert_eq!(
+        copy.fingerprint(),
+        ChatTokenizer::from_dir(&list).unwrap().fingerprint()
+    );
+    assert_eq!(copy.template_names(), ["default", "plain", "terse"]);
 }
 
 #[test]
