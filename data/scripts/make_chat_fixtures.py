@@ -58,6 +58,38 @@ def cases(tok_name):
     return out
 
 
+def kitchen_sink_cases():
+    u = lambda c: {"role": "user", "content": c}
+    a = lambda c: {"role": "assistant", "content": c}
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather in a city.",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        },
+        {"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {}}}},
+    ]
+    call = {
+        "role": "assistant",
+        "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Zürich"}}}],
+    }
+    return [
+        ("ks_plain", [u("Hi"), a("Hello")], {}),
+        ("ks_system_polite", [{"role": "system", "content": " Be kind. "}, u("please help"), a("Sure.")], {}),
+        ("ks_parts", [{"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "image"}, {"type": "text", "text": "two"}]}, a("ok")], {}),
+        ("ks_think", [u("2+2?"), a("<think>adding</think>\n\n4"), u("Please add 1"), a("5\r\nDone")], {"add_generation_prompt": True}),
+        (
+            "ks_tools",
+            [u("Weather in Zürich?"), call, {"role": "tool", "content": {"temp_c": 21.5, "sky": "clear"}}, a("21.5 °C, clear.")],
+            {"tools": tools, "date_string": "28 Nov 2026"},
+        ),
+        ("ks_string_args", [u("w"), {"role": "assistant", "tool_calls": [{"function": {"name": "add", "arguments": "{\"a\": 1}"}}]}], {}),
+    ]
+
+
 def main():
     result = {
         "generator": "data/scripts/make_chat_fixtures.py",
@@ -97,6 +129,32 @@ def main():
                     "assistant_mask": list(enc["assistant_masks"]),
                 }
             )
+    tok = AutoTokenizer.from_pretrained(str(FIXTURES / "tiny-llama3"))
+    template = (FIXTURES / "templates" / "kitchen_sink.jinja").read_text()
+    for name, messages, kwargs in kitchen_sink_cases():
+        kwargs = dict(kwargs)
+        tools = kwargs.pop("tools", None)
+        gen = kwargs.pop("add_generation_prompt", False)
+        text = tok.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=gen, tokenize=False, chat_template=template, **kwargs
+        )
+        ids = tok.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=gen, chat_template=template, return_dict=False, **kwargs
+        )
+        result["cases"].append(
+            {
+                "tokenizer": "tiny-llama3",
+                "template": "templates/kitchen_sink.jinja",
+                "name": name,
+                "messages": messages,
+                "tools": tools,
+                "add_generation_prompt": gen,
+                "extra": kwargs,
+                "text": text,
+                "ids": list(ids),
+                "assistant_mask": None,
+            }
+        )
     path = FIXTURES / "chat_cases.json"
     path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {len(result['cases'])} cases to {path}")

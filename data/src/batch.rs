@@ -71,3 +71,35 @@ pub fn materialize(mb: &MicroBatch, caches: &[&TokenCache]) -> PackedRow {
     }
     row
 }
+
+/// One data set of a run's mix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataSetSpec {
+    pub name: String,
+    pub path: std::path::PathBuf,
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Opens (building where needed) the cache of every data set and describes them for the
+/// sampler, in the order given: `SampleId::source` indexes both vectors.
+pub fn load_mix(
+    specs: &[DataSetSpec],
+    cache_dir: &std::path::Path,
+    tok: &crate::tokenizer::ChatTokenizer,
+    template: &crate::chat::ChatTemplate,
+    opts: &crate::samples::TokenizeOptions,
+) -> crate::Result<(Vec<TokenCache>, Vec<Source>)> {
+    let mut caches = Vec::with_capacity(specs.len());
+    let mut sources = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let cache = TokenCache::open_or_build(cache_dir, &spec.path, tok, template, opts)?;
+        sources.push(source_from_cache(&spec.name, &cache, spec.weight));
+        caches.push(cache);
+    }
+    Ok((caches, sources))
+}

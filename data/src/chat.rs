@@ -79,12 +79,14 @@ pub const GRANITE_TEMPLATE: &str = r#"{%- if messages and messages[0]['role'] ==
 {%- endif %}
 "#;
 
-/// One chat message. Fields besides `role` and `content` (tool calls, names) reach the template.
+/// One chat message. `content` is usually a string; a list of parts, a mapping or null reach the
+/// template as they are (null keys are dropped first, as transformers drops them). Fields besides
+/// `role` and `content` (tool calls, names) reach the template too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
     #[serde(default)]
-    pub content: String,
+    pub content: serde_json::Value,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -93,9 +95,14 @@ impl Message {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
         Self {
             role: role.into(),
-            content: content.into(),
+            content: serde_json::Value::String(content.into()),
             extra: Default::default(),
         }
+    }
+
+    /// The content when it is a string.
+    pub fn text(&self) -> Option<&str> {
+        self.content.as_str()
     }
 }
 
@@ -464,10 +471,13 @@ impl ChatTemplate {
         for (k, v) in &opts.extra {
             ctx.insert(k.clone(), v.clone());
         }
-        ctx.insert(
-            "messages".into(),
-            serde_json::to_value(messages).expect("messages serialize"),
-        );
+        let mut msgs = serde_json::to_value(messages).expect("messages serialize");
+        for m in msgs.as_array_mut().into_iter().flatten() {
+            if let Some(obj) = m.as_object_mut() {
+                obj.retain(|_, v| !v.is_null());
+            }
+        }
+        ctx.insert("messages".into(), msgs);
         ctx.insert(
             "tools".into(),
             opts.tools.clone().unwrap_or(serde_json::Value::Null),

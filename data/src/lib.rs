@@ -13,4 +13,7 @@ pub mod quickstart;
 pub mod samples;
 pub mod tokenizer;
 
+pub use chat::{ChatTemplate, Message, RenderOptions};
 pub use error::{DataError, Result};
+pub use pack::{BatchConfig, MicroBatch, Sampler, SamplerState, Step, StepStats};
+pub use tokenizer::{ChatTokenizer, Flavor, TinyTokenizerInfo, write_tiny_tokenizer};

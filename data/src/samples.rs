@@ -209,29 +209,59 @@ pub struct TokenizedFile {
     pub dropped: DropCounts,
 }
 
-/// Reads a JSONL chat file and tokenizes every line. Blank lines are ignored. A malformed line
-/// is an error naming `path:line` unless `opts.skip_malformed`.
+/// Reads a JSONL chat file and tokenizes every line, on all available cores (the result does not
+/// depend on the thread count). Blank lines are ignored. A malformed line is an error naming
+/// `path:line` (the first one in file order) unless `opts.skip_malformed`.
 pub fn tokenize_jsonl(
     path: &Path,
     tok: &ChatTokenizer,
     template: &ChatTemplate,
     opts: &TokenizeOptions,
 ) -> Result<TokenizedFile> {
-    let reader = std::io::BufReader::new(fs_err::File::open(path)?);
-    let mut out = TokenizedFile::default();
     let malformed = |line: u64, message: String| DataError::MalformedLine {
         path: PathBuf::from(path),
         line,
         message,
     };
+    let reader = std::io::BufReader::new(fs_err::File::open(path)?);
+    let mut lines = Vec::new();
     for (i, line) in reader.lines().enumerate() {
         let lineno = i as u64 + 1;
         let line = line.map_err(|e| malformed(lineno, e.to_string()))?;
-        if line.trim().is_empty() {
-            continue;
+        if !line.trim().is_empty() {
+            lines.push((lineno, line));
         }
-        let result = parse_record(&line)
-            .and_then(|m| tokenize_conversation(tok, template, &m).map_err(|e| e.to_string()));
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(lines.len() / 256 + 1);
+    let chunk = lines.len().div_ceil(threads).max(1);
+    let work = |part: &[(u64, String)]| -> Vec<std::result::Result<Tokenized, String>> {
+        part.iter()
+            .map(|(_, line)| {
+                parse_record(line).and_then(|m| {
+                    tokenize_conversation(tok, template, &m).map_err(|e| e.to_string())
+                })
+            })
+            .collect()
+    };
+    let results: Vec<std::result::Result<Tokenized, String>> = if threads <= 1 {
+        work(&lines)
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = lines
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || work(part)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("tokenizer thread panicked"))
+                .collect()
+        })
+    };
+    let mut out = TokenizedFile::default();
+    for ((lineno, _), result) in lines.iter().zip(results) {
+        let lineno = *lineno;
         let sample = match result {
             Ok(s) => s,
             Err(_) if opts.skip_malformed => {

@@ -416,6 +416,14 @@ pub fn write_tiny_tokenizer(dir: &Path, flavor: Flavor) -> Result<TinyTokenizerI
     })
 }
 
+/// The files of a tokenizer directory besides `additional_chat_templates/`.
+pub const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+];
+
 /// The byte range `[start, end)` of the text a token covers.
 pub type ByteRange = (usize, usize);
 
@@ -548,6 +556,33 @@ impl ChatTokenizer {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Copies the tokenizer files this directory has (`tokenizer.json`, `tokenizer_config.json`,
+    /// `special_tokens_map.json`, `chat_template.jinja`, `additional_chat_templates/`) into `to`,
+    /// as a saved model carries them.
+    pub fn copy_files_to(&self, to: &Path) -> Result<()> {
+        fs_err::create_dir_all(to)?;
+        for name in TOKENIZER_FILES {
+            let from = self.dir.join(name);
+            if from.is_file() {
+                fs_err::copy(&from, to.join(name))?;
+            }
+        }
+        let extra = self.dir.join("additional_chat_templates");
+        if extra.is_dir() {
+            fs_err::create_dir_all(to.join("additional_chat_templates"))?;
+            for e in fs_err::read_dir(&extra)? {
+                let e = e?;
+                if e.path().is_file() {
+                    fs_err::copy(
+                        e.path(),
+                        to.join("additional_chat_templates").join(e.file_name()),
+                    )?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The `tokenizers` crate's tokenizer.

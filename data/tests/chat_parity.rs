@@ -66,11 +66,17 @@ fn tiny_tokenizers_are_deterministic_and_match_the_committed_fixtures() {
 #[test]
 fn rendered_text_and_ids_equal_transformers() {
     let cases = cases();
-    assert!(cases.len() >= 18);
+    assert!(cases.len() >= 26);
     for case in &cases {
         let tok =
             ChatTokenizer::from_dir(&fixtures().join(case["tokenizer"].as_str().unwrap())).unwrap();
-        let template = tok.chat_template(None).unwrap();
+        let template = match case["template"].as_str() {
+            None => tok.chat_template(None).unwrap(),
+            Some(file) => {
+                let source = fs_err::read_to_string(fixtures().join(file)).unwrap();
+                ChatTemplate::new(file, &source, tok.special_tokens().clone()).unwrap()
+            }
+        };
         let messages: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
         let name = format!("{}/{}", case["tokenizer"], case["name"]);
         let text = template.render(&messages, &options(case)).unwrap();
@@ -189,6 +195,19 @@ fn templates_are_read_from_every_layout() {
     let explicit = ChatTemplate::new("given", &source, tok.special_tokens().clone()).unwrap();
     assert_eq!(explicit.render(&msgs, &opts).unwrap(), want);
     assert_ne!(tok.fingerprint(), base.fingerprint());
+
+    // A saved model carries the files; the copy reads back the same templates.
+    let saved = tmp.path().join("saved");
+    ChatTokenizer::from_dir(&list)
+        .unwrap()
+        .copy_files_to(&saved)
+        .unwrap();
+    let copy = ChatTokenizer::from_dir(&saved).unwrap();
+    assert_eq!(
+        copy.fingerprint(),
+        ChatTokenizer::from_dir(&list).unwrap().fingerprint()
+    );
+    assert_eq!(copy.template_names(), ["default", "plain", "terse"]);
 }
 
 #[test]
@@ -252,5 +271,68 @@ fn template_globals_behave_like_transformers() {
         t.render(&[Message::new("user", "x")], &RenderOptions::default())
             .unwrap(),
         "x\n"
+    );
+}
+
+/// `strftime_now`'s directives against Python's `datetime.strftime` (outputs taken from CPython).
+#[test]
+fn strftime_matches_python() {
+    use time::macros::datetime;
+    let cases = [
+        (
+            datetime!(2026-11-28 14:05:09 UTC),
+            "%d %b %Y",
+            "28 Nov 2026",
+        ),
+        (
+            datetime!(2026-11-28 14:05:09 UTC),
+            "%A, %B %e %Y",
+            "Saturday, November 28 2026",
+        ),
+        (
+            datetime!(2026-11-28 14:05:09 UTC),
+            "%j %I %p %y",
+            "332 02 PM 26",
+        ),
+        (
+            datetime!(2026-11-28 14:05:09 UTC),
+            "%H:%M:%S %%",
+            "14:05:09 %",
+        ),
+        (datetime!(2026-11-28 14:05:09 UTC), "%a %m/%d", "Sat 11/28"),
+        (datetime!(2026-11-28 14:05:09 UTC), "%Y-%m-%d", "2026-11-28"),
+        (
+            datetime!(2026-01-03 00:07:00 UTC),
+            "%d %b %Y",
+            "03 Jan 2026",
+        ),
+        (
+            datetime!(2026-01-03 00:07:00 UTC),
+            "%e|%I %p|%j|%A",
+            " 3|12 AM|003|Saturday",
+        ),
+    ];
+    for (t, fmt, want) in cases {
+        assert_eq!(sftctl_data::chat::strftime(&t, fmt).unwrap(), want, "{fmt}");
+    }
+    assert!(sftctl_data::chat::strftime(&datetime!(2026-01-03 00:07:00 UTC), "%Q").is_err());
+}
+
+#[test]
+fn null_keys_are_dropped_before_rendering() {
+    let m: Message = serde_json::from_str(
+        r#"{"role": "assistant", "content": null, "name": null, "tool_calls": []}"#,
+    )
+    .unwrap();
+    assert!(m.content.is_null());
+    let t = ChatTemplate::new(
+        "t",
+        "{{ messages[0].content is defined }} {{ messages[0].name is defined }} {{ messages[0].tool_calls|length }}",
+        Default::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        t.render(&[m], &RenderOptions::default()).unwrap(),
+        "False False 0"
     );
 }

@@ -57,6 +57,16 @@ fn quickstart_tokenizes_with_both_tiny_tokenizers() {
         .unwrap();
         assert_eq!(file.samples.len(), 400, "{name}");
         assert_eq!(file.dropped.total(), 0);
+        // Tokenized on several threads: the same samples in file order as one at a time.
+        let text =
+            fs_err::read_to_string(root().join("examples/data/quickstart/train.jsonl")).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let messages = sftctl_data::samples::parse_record(line).unwrap();
+            let one =
+                sftctl_data::samples::tokenize_conversation(&tok, &template, &messages).unwrap();
+            assert_eq!(file.samples[i], one, "{name} line {}", i + 1);
+            assert_eq!(file.lines[i], i as u64 + 1);
+        }
     }
 }
 

@@ -205,3 +205,53 @@ fn templates_whose_prefixes_change_are_rejected() {
     let err = tokenize_conversation(&tok, &template, &msgs).unwrap_err();
     assert_eq!(err, sftctl_data::samples::SampleError::Unstable { upto: 1 });
 }
+
+fn content_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    proptest::collection::vec(
+        prop_oneof![
+            Just("a".to_owned()),
+            Just(" word".to_owned()),
+            Just("\n".to_owned()),
+            Just("  ".to_owned()),
+            Just("é".to_owned()),
+            Just("世界".to_owned()),
+            Just("🚀".to_owned()),
+            Just("42".to_owned()),
+            Just("<|end_of_role|>".to_owned()),
+            Just("<|start_of_role|>user".to_owned()),
+            Just("'s".to_owned()),
+        ],
+        0..8,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// With the Granite-style template (no trimming), the loss tokens decode to exactly the
+    /// assistant contents each followed by the end-of-turn token, whatever the contents hold.
+    #[test]
+    fn loss_tokens_decode_to_the_replies(
+        turns in proptest::collection::vec((content_strategy(), content_strategy()), 1..4),
+        system in proptest::option::of(content_strategy()),
+    ) {
+        let tok = ChatTokenizer::from_dir(&fixtures().join("tiny-granite")).unwrap();
+        let template = tok.chat_template(None).unwrap();
+        let mut messages = Vec::new();
+        if let Some(s) = system {
+            messages.push(Message::new("system", s));
+        }
+        let mut want = String::new();
+        for (u, a) in &turns {
+            messages.push(Message::new("user", u.clone()));
+            messages.push(Message::new("assistant", a.clone()));
+            want.push_str(a);
+            want.push_str("<|end_of_text|>");
+        }
+        let sample = tokenize_conversation(&tok, &template, &messages).unwrap();
+        let loss_ids: Vec<u32> = sample.input_ids.iter().zip(&sample.loss_mask).filter(|(_, m)| **m).map(|(id, _)| *id).collect();
+        proptest::prop_assert_eq!(tok.decode(&loss_ids, false).unwrap(), want);
+    }
+}
