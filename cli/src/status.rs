@@ -170,6 +170,16 @@ pub fn query_slurm(slurm: &Slurm, job_ids: &[String]) -> anyhow::Result<Schedule
             }
         }
     }
+    // An array cancelled before it split into tasks has one accounting line for the whole
+    // array (`63`, not `63_0`): it stands for every task.
+    for id in &missing {
+        if id.array.is_some()
+            && !view.jobs.contains_key(&id.to_string())
+            && let Some(whole) = view.jobs.get(&id.job.to_string()).cloned()
+        {
+            view.jobs.insert(id.to_string(), whole);
+        }
+    }
     Ok(view)
 }
 
