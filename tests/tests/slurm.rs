@@ -425,3 +425,71 @@ fn local_executor_runs_the_same_ledger() {
     sb.wait_for(spec, Duration::from_secs(60), |s| all_in(s, "completed"))
         .unwrap();
 }
+
+#[test]
+fn stale_heartbeat_shows_stalled_and_usr1_reaches_the_command() {
+    let Some(_lock) = lock_cluster() else { return };
+    let sb = Sandbox::new(true);
+    let spec = "stall.toml";
+    let text = spec_text(
+        "stall",
+        "[env]\nvars = { SFT_STEPS = \"3\", SFT_STEP_S = \"40\" }\n",
+    )
+    .replace("[run]\n", "[run]\nstale_after_s = 3\n");
+    sb.write(spec, &text);
+    let out = sb.ok(&["submit", spec]);
+    let job = out.split('\t').next().unwrap().to_owned();
+    sb.wait_for(spec, T, |s| s["runs"][0]["state"] == "stalled")
+        .unwrap();
+    // What `--signal=B:USR1@<s>` does near the time limit, now: the batch shell forwards it.
+    let st = std::process::Command::new("scancel")
+        .args(["--signal=USR1", "--batch", &job])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let run_id = sb.status(spec)["runs"][0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let events = sb.path().join(format!(
+        "ledger/sweeps/stall/runs/{run_id}/events/rank-0.jsonl"
+    ));
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .contains("\"preempted\"")
+    {
+        assert!(
+            start.elapsed() < T,
+            "no preempted event in {}",
+            events.display()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    sb.ok(&["cancel", spec]);
+    sb.wait_for(spec, T, |s| all_in(s, "cancelled")).unwrap();
+}
+
+#[test]
+fn two_node_job_launches_one_task_per_node() {
+    let Some(_lock) = lock_cluster() else { return };
+    let sb = Sandbox::new(true);
+    let spec = "multi.toml";
+    sb.write(
+        spec,
+        &spec_text("multi", "nodes = 2\n[env]\nvars = { SFT_STEPS = \"1\" }\n"),
+    );
+    sb.ok(&["submit", spec]);
+    let s = sb.wait_for(spec, T, |s| all_in(s, "completed")).unwrap();
+    let run_id = s["runs"][0]["run_id"].as_str().unwrap();
+    let run = sb.path().join(format!("ledger/sweeps/multi/runs/{run_id}"));
+    assert!(
+        run.join("heartbeat/rank-1.json").is_file(),
+        "rank 1 did not run"
+    );
+    let script = std::fs::read_to_string(run.join("job.sh")).unwrap();
+    assert!(
+        script.contains("#SBATCH --nodes=2") && script.contains("srun --ntasks-per-node=1"),
+        "{script}"
+    );
+}
