@@ -127,16 +127,15 @@ fn cancel_a_running_sweep() {
         ),
     );
     sb.ok(&["submit", spec]);
-    // Two one-CPU nodes: two run, the third waits for resources.
+    // Two one-CPU nodes: two run, the third waits for resources. Slurm fills in the pending
+    // job's reason on its next scheduling pass, so wait for that too.
     let s = sb
         .wait_for(spec, T, |s| {
-            s["runs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|r| r["state"] == "running")
-                .count()
-                == 2
+            let runs = s["runs"].as_array().unwrap();
+            runs.iter().filter(|r| r["state"] == "running").count() == 2
+                && runs
+                    .iter()
+                    .any(|r| r["state"] == "pending" && r["reason"].is_string())
         })
         .unwrap();
     let pending = s["runs"]
