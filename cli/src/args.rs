@@ -187,6 +187,12 @@ pub struct ReportArgs {
     /// Predictor for `--early`.
     #[arg(long, value_enum, default_value = "paper")]
     pub predictor: PredictorArg,
+    /// Also write loss and gradient-norm charts (SVG and PNG) per group and per run into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
+    /// Also write a self-contained HTML report (table and charts) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

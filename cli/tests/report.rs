@@ -402,3 +402,113 @@ fn imported_scores_become_columns() {
     assert_eq!(code, 1);
     assert!(err.contains("no run `nope`"), "{err}");
 }
+
+/// Chromium's binary, when installed.
+fn chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .map(|n| PathBuf::from("/usr/bin").join(n))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn plots_and_html_report_are_written_and_render_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ledger");
+    write_ledger(&root);
+    let plots = dir.path().join("plots");
+    let html = dir.path().join("report.html");
+    let (_, err, code) = sftctl(
+        &root,
+        &[
+            "report",
+            "demo",
+            "--plots",
+            plots.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    for name in [
+        "loss.groups",
+        "loss.runs",
+        "grad_norm.groups",
+        "runs/r000.loss",
+        "runs/r101.grad_norm",
+    ] {
+        let svg = fs_err::read_to_string(plots.join(format!("{name}.svg"))).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("<polyline"),
+            "{name}.svg"
+        );
+        let png = fs_err::read(plots.join(format!("{name}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}.png");
+    }
+    let page = fs_err::read_to_string(&html).unwrap();
+    assert!(page.contains("<table>") && page.matches("<svg").count() == 4);
+    assert!(
+        !page.contains("http://") || !page.contains("src=\"http"),
+        "no external resources"
+    );
+    assert!(page.contains("<b>47.2 ± 0.3</b>"), "best cell marked");
+
+    let Some(chrome) = chromium() else {
+        assert!(
+            std::env::var_os("SFTCTL_REQUIRE_CHROMIUM").is_none(),
+            "SFTCTL_REQUIRE_CHROMIUM is set but chromium is not installed"
+        );
+        eprintln!("skipped the browser check: chromium is not installed");
+        return;
+    };
+    let profile = dir.path().join("profile");
+    let shot = dir.path().join("report.png");
+    let base = |extra: &[&str]| {
+        let mut c = Command::new(&chrome);
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(format!("file://{}", html.display()));
+        c.output().unwrap()
+    };
+    let dom = base(&["--dump-dom"]);
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let dom_text = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom_text.contains("<table>") && dom_text.matches("<svg").count() == 4);
+    let log = String::from_utf8_lossy(&dom.stderr).to_string();
+    let console_errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+        .collect();
+    assert!(
+        console_errors.is_empty(),
+        "console errors: {console_errors:?}"
+    );
+    let out = base(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1280,2400",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = fs_err::read(&shot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // Kept as a test artifact.
+    let keep = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
+    fs_err::copy(&shot, &keep).unwrap();
+    eprintln!("screenshot: {}", keep.display());
+}

@@ -4,11 +4,14 @@
 use crate::args::{CheckpointArg, PredictorArg, ReportArgs, ReportFormat};
 use crate::cmd::{SweepRef, resolve_sweep};
 use crate::report::early::{self, Predictor};
+use crate::report::plot::{self, Curve, Series, group_series, run_series};
 use crate::report::render::{Format, excluded_text, render};
 use crate::report::table::MetricKey;
 use crate::report::{Checkpoint, Outcome, RunData, TableOptions, build_table, collect_sweep};
+use crate::report::{Table, html};
 use crate::user_err;
 use std::io::Write;
+use std::path::Path;
 
 pub fn run(a: &ReportArgs) -> anyhow::Result<()> {
     let sweep = sweep(&a.sweep, &a.ledger.ledger)?;
@@ -31,7 +34,115 @@ pub fn run(a: &ReportArgs) -> anyhow::Result<()> {
     if a.format != ReportFormat::Json {
         eprint!("{}", excluded_text(&t));
     }
+    if let Some(dir) = &a.plots {
+        let n = write_plots(dir, &runs, &t)?;
+        eprintln!("sftctl: wrote {n} charts to {}", dir.display());
+    }
+    if let Some(file) = &a.html {
+        let sections = html_sections(&runs, &t)?;
+        let page = html::page(sweep.dir.name(), &t, &excluded_text(&t), None, &sections);
+        fs_err::write(file, page)?;
+        eprintln!("sftctl: wrote {}", file.display());
+    }
     Ok(())
+}
+
+/// Row label and runs of each table row.
+fn groups<'a>(runs: &'a [RunData], t: &Table) -> Vec<(String, Vec<&'a RunData>)> {
+    t.rows
+        .iter()
+        .map(|r| {
+            let label = r
+                .axes
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let members = runs
+                .iter()
+                .filter(|x| r.run_ids.contains(&x.run_id))
+                .collect();
+            (label, members)
+        })
+        .collect()
+}
+
+const SIZE: (u32, u32) = (900, 520);
+
+/// Charts per group, over all runs, and per run: `<curve>.groups`, `<curve>.runs`,
+/// `runs/<run id>.<curve>`, each as `.svg` and `.png`. Returns how many files were written.
+fn write_plots(dir: &Path, runs: &[RunData], t: &Table) -> anyhow::Result<usize> {
+    fs_err::create_dir_all(dir.join("runs"))?;
+    let all: Vec<&RunData> = runs.iter().collect();
+    let g = groups(runs, t);
+    let mut charts: Vec<(std::path::PathBuf, String, Curve, Vec<Series>)> = Vec::new();
+    for c in [Curve::Loss, Curve::GradNorm] {
+        charts.push((
+            dir.join(format!("{}.groups", c.name())),
+            format!("{} per group", c.name()),
+            c,
+            group_series(&g, c),
+        ));
+        charts.push((
+            dir.join(format!("{}.runs", c.name())),
+            format!("{} per run", c.name()),
+            c,
+            run_series(&all, c),
+        ));
+        for r in &all {
+            if !r.metrics.is_empty() {
+                charts.push((
+                    dir.join("runs").join(format!("{}.{}", r.run_id, c.name())),
+                    format!("{} {}", r.name, c.name()),
+                    c,
+                    run_series(&[r], c),
+                ));
+            }
+        }
+    }
+    let mut n = 0;
+    for (base, title, c, series) in &charts {
+        let svg = plot::svg(title, *c, series, SIZE).map_err(anyhow::Error::msg)?;
+        fs_err::write(base.with_extension(format!("{}.svg", ext_of(base))), svg)?;
+        plot::png(
+            &base.with_extension(format!("{}.png", ext_of(base))),
+            title,
+            *c,
+            series,
+            SIZE,
+        )
+        .map_err(anyhow::Error::msg)?;
+        n += 2;
+    }
+    Ok(n)
+}
+
+/// The part of a chart's base name after its first dot (`loss.groups` -> `groups`).
+fn ext_of(p: &Path) -> String {
+    p.extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn html_sections(runs: &[RunData], t: &Table) -> anyhow::Result<Vec<(String, String)>> {
+    let all: Vec<&RunData> = runs.iter().collect();
+    let g = groups(runs, t);
+    let mut out = Vec::new();
+    for c in [Curve::Loss, Curve::GradNorm] {
+        for (title, series) in [
+            (
+                format!("{} per group (mean of the row's runs)", c.name()),
+                group_series(&g, c),
+            ),
+            (format!("{} per run", c.name()), run_series(&all, c)),
+        ] {
+            out.push((
+                title.clone(),
+                plot::svg(&title, c, &series, SIZE).map_err(anyhow::Error::msg)?,
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// The early-dynamics report: correlations over finished runs, and the ranking of the running

@@ -5,7 +5,9 @@
 
 pub mod collect;
 pub mod early;
+pub mod html;
 pub mod import;
+pub mod plot;
 pub mod render;
 pub mod stats;
 pub mod table;
