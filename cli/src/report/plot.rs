@@ -69,29 +69,27 @@ pub fn run_series(runs: &[&RunData], c: Curve) -> Vec<Series> {
         .collect()
 }
 
-/// One line per group: the mean over the group's runs at each step index, up to the shortest
-/// run (runs of one row share a batch size when the rows name it, so steps line up in samples).
+/// One line per group: at each step index, the mean over the group's runs that reached it (runs
+/// of one row share a batch size when the rows name it, so steps line up in samples seen).
 pub fn group_series(groups: &[(String, Vec<&RunData>)], c: Curve) -> Vec<Series> {
     groups
         .iter()
         .filter_map(|(label, runs)| {
             let runs: Vec<&&RunData> = runs.iter().filter(|r| !r.metrics.is_empty()).collect();
-            let n = runs.iter().map(|r| r.metrics.len()).min()?;
+            let n = runs.iter().map(|r| r.metrics.len()).max()?;
             let pts = (0..n)
                 .map(|i| {
-                    let x = runs
+                    let at: Vec<_> = runs.iter().filter_map(|r| r.metrics.get(i)).collect();
+                    let k = at.len() as f64;
+                    let x = at.iter().map(|m| m.samples_seen as f64).sum::<f64>() / k;
+                    let y = at
                         .iter()
-                        .map(|r| r.metrics[i].samples_seen as f64)
-                        .sum::<f64>()
-                        / runs.len() as f64;
-                    let y = runs
-                        .iter()
-                        .map(|r| match c {
-                            Curve::Loss => r.metrics[i].loss,
-                            Curve::GradNorm => r.metrics[i].grad_norm,
+                        .map(|m| match c {
+                            Curve::Loss => m.loss,
+                            Curve::GradNorm => m.grad_norm,
                         })
                         .sum::<f64>()
-                        / runs.len() as f64;
+                        / k;
                     (x, y)
                 })
                 .filter(|p| p.1.is_finite())
