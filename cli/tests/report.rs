@@ -512,3 +512,64 @@ fn plots_and_html_report_are_written_and_render_in_headless_chromium() {
     fs_err::copy(&shot, &keep).unwrap();
     eprintln!("screenshot: {}", keep.display());
 }
+
+#[test]
+fn prune_with_yes_cancels_the_predicted_worst_local_jobs() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ledger");
+    write_ledger(&root);
+    let sweep = Ledger::at(&root).sweep("demo");
+    // The three running points get a live local job each: a sleeping process group.
+    let mut children = Vec::new();
+    for id in ["r012", "r101", "r111"] {
+        let child = Command::new("sleep")
+            .arg("120")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        sweep
+            .run(id)
+            .write_local_job(&sftctl_ledger::LocalJob {
+                job_id: format!("local-{id}"),
+                state: sftctl_ledger::LocalState::Running,
+                worker_pid: std::process::id(),
+                host: sftctl_ledger::claim::hostname(),
+                pid: Some(child.id()),
+                exit_code: None,
+                signal: None,
+                updated_at: t0(),
+            })
+            .unwrap();
+        children.push((id, child));
+    }
+    let (out, err, code) = sftctl(
+        &root,
+        &["prune", "demo", "--after", "640", "--keep", "1", "--yes"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("local-r111") && out.contains("local-r101"),
+        "{out}"
+    );
+    for (id, mut child) in children {
+        let j = sweep
+            .run(id)
+            .read_local_job(&format!("local-{id}"))
+            .unwrap()
+            .unwrap();
+        let cancelled = j.state == sftctl_ledger::LocalState::Cancelled;
+        assert_eq!(cancelled, id != "r012", "{id}: {:?}", j.state);
+        if cancelled {
+            let status = child.wait().unwrap();
+            assert!(!status.success(), "{id} was signalled");
+        } else {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the kept point still runs"
+            );
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
