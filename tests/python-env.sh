@@ -15,3 +15,6 @@ fi
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q --upgrade pip
 "$venv/bin/pip" install -q "torch==$want_torch" transformers numpy pandas safetensors
+# lm-evaluation-harness regenerates runtime/tests/fixtures/eval_lm_eval.json (committed, so tests
+# do not need it); opt in to keep CI small.
+if [ -n "${SFTCTL_WITH_LM_EVAL:-}" ]; then "$venv/bin/pip" install -q "lm-eval[hf]"; fi

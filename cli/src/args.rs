@@ -27,6 +27,13 @@ pub enum Command {
     Logs(LogsArgs),
     /// Cancel the live jobs of a sweep or of some runs.
     Cancel(CancelArgs),
+    /// Results table of a sweep (mean ± std over seeds), or with `--early` the early-dynamics
+    /// ranking.
+    Report(ReportArgs),
+    /// Attach scores computed elsewhere (lm-evaluation-harness JSON, named scores) to a run.
+    Import(ImportArgs),
+    /// Cancel the points of a sweep predicted worst by their early dynamics (dry run by default).
+    Prune(PruneArgs),
     /// Run a local batch's queue (started by `submit --executor local`).
     #[command(hide = true)]
     LocalWorker(LocalWorkerArgs),
@@ -119,4 +126,112 @@ pub struct LocalWorkerArgs {
     pub batch: String,
     #[arg(long, default_value_t = 1)]
     pub parallel: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Terminal,
+    Markdown,
+    Latex,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckpointArg {
+    /// The last evaluated checkpoint.
+    Final,
+    /// The evaluated checkpoint with the lowest validation loss.
+    BestValLoss,
+    /// Each benchmark's best checkpoint.
+    Peak,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PredictorArg {
+    /// Lower early gradient norm and higher early loss rank higher.
+    Paper,
+    /// Lower early gradient norm ranks higher.
+    GradNorm,
+    /// Higher early loss ranks higher.
+    Loss,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A spec file or a sweep name.
+    pub sweep: String,
+    #[command(flatten)]
+    pub ledger: LedgerArg,
+    /// Axes whose settings make the rows (e.g. `batch_size,lr`); other settings (seeds) pool.
+    #[arg(long, value_delimiter = ',', default_value = "batch_size,lr")]
+    pub rows: Vec<String>,
+    /// Benchmark columns as `name:metric` (`name` alone means `name:acc`); default: all found.
+    #[arg(long, value_delimiter = ',')]
+    pub metrics: Vec<String>,
+    /// Which checkpoint's score counts.
+    #[arg(long, value_enum, default_value = "final")]
+    pub checkpoint: CheckpointArg,
+    /// Leave out the "samples to peak" columns.
+    #[arg(long)]
+    pub no_samples_to_peak: bool,
+    /// Let unfinished runs contribute their latest evaluations.
+    #[arg(long)]
+    pub include_running: bool,
+    #[arg(long, value_enum, default_value = "terminal")]
+    pub format: ReportFormat,
+    /// Early dynamics instead of the table: correlations and the ranking of points over the
+    /// first SAMPLES samples seen.
+    #[arg(long, value_name = "SAMPLES")]
+    pub early: Option<u64>,
+    /// Predictor for `--early`.
+    #[arg(long, value_enum, default_value = "paper")]
+    pub predictor: PredictorArg,
+    /// Also write loss and gradient-norm charts (SVG and PNG) per group and per run into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
+    /// Also write a self-contained HTML report (table and charts) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Run id (or a unique prefix) or run name.
+    pub run: String,
+    /// The results file (lm-evaluation-harness JSON, or a JSON object of named scores).
+    pub file: PathBuf,
+    /// The checkpoint the scores belong to: a step, `step-<n>`, or `final` (newest complete).
+    #[arg(long)]
+    pub checkpoint: String,
+    /// Evaluation name for a file of named scores (default: the file's stem).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Also import the subtasks of lm-eval groups (every MMLU subject, for example).
+    #[arg(long)]
+    pub all_tasks: bool,
+    #[command(flatten)]
+    pub ledger: LedgerArg,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// A spec file or a sweep name.
+    pub sweep: String,
+    #[command(flatten)]
+    pub ledger: LedgerArg,
+    /// Early window: rank on the first SAMPLES samples seen.
+    #[arg(long, value_name = "SAMPLES")]
+    pub after: u64,
+    /// How many running points to keep.
+    #[arg(long)]
+    pub keep: usize,
+    #[arg(long, value_enum, default_value = "paper")]
+    pub predictor: PredictorArg,
+    /// Cancel for real (default: show the prediction and what would be cancelled).
+    #[arg(long)]
+    pub yes: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

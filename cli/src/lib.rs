@@ -7,6 +7,7 @@ pub mod grid;
 pub mod identity;
 pub mod plan;
 pub mod quote;
+pub mod report;
 pub mod spec;
 pub mod status;
 pub mod template;
@@ -39,6 +40,9 @@ pub fn run() -> i32 {
         args::Command::Status(a) => cmd::status::run(&a),
         args::Command::Logs(a) => cmd::logs::run(&a),
         args::Command::Cancel(a) => cmd::cancel::run(&a),
+        args::Command::Report(a) => cmd::report::run(&a),
+        args::Command::Import(a) => cmd::import::run(&a),
+        args::Command::Prune(a) => cmd::prune::run(&a),
         args::Command::LocalWorker(a) => cmd::local::worker(&a),
     };
     match result {

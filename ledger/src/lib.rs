@@ -11,6 +11,7 @@ pub mod io;
 pub mod layout;
 pub mod read;
 pub mod records;
+pub mod results;
 pub mod writer;
 
 pub use claim::Claim;

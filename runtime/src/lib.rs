@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod collective;
 pub mod config;
+pub mod eval;
 pub mod model;
 pub mod tiny;
 pub mod train;

@@ -35,6 +35,47 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Score an MMLU-format multiple-choice set (dev.jsonl + test.jsonl) by log-likelihood, as
+    /// lm-evaluation-harness does, on a model directory or on a run's checkpoints (results go
+    /// into the run's ledger directory).
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct EvalArgs {
+    /// Directory holding `dev.jsonl` and `test.jsonl`.
+    #[arg(long)]
+    data: PathBuf,
+    /// A model directory (Hugging Face layout) to score; prints the report as JSON.
+    #[arg(long, conflicts_with = "run_dir")]
+    model: Option<PathBuf>,
+    /// A run directory whose checkpoints to score (default: `$SFTCTL_RUN_DIR`).
+    #[arg(long, env = "SFTCTL_RUN_DIR")]
+    run_dir: Option<PathBuf>,
+    /// Checkpoint steps to score (default: the newest).
+    #[arg(long, value_delimiter = ',')]
+    steps: Vec<u64>,
+    /// Score every complete checkpoint.
+    #[arg(long, conflicts_with = "steps")]
+    all_checkpoints: bool,
+    /// Name of the evaluation in the ledger.
+    #[arg(long, default_value = "mmlu")]
+    name: String,
+    /// Few-shot examples per question.
+    #[arg(long, default_value_t = 5)]
+    shots: usize,
+    /// Longest model input (default: the model's `max_position_embeddings`, as lm-eval).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Add the tokenizer's special tokens (a BOS) to contexts, like lm-eval's `add_bos_token`.
+    #[arg(long)]
+    add_special_tokens: bool,
+    /// Tokenizer directory (default: the model's or the checkpoint's).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// `flex`, `tch-cpu` or `cuda:N`.
+    #[arg(long, default_value = "flex")]
+    backend: String,
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +90,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Eval(a) => eval(a),
         Command::MakeTinyModel {
             arch,
             out,
@@ -75,4 +117,60 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    use sftctl_runtime::eval::job::{Which, eval_dir, eval_run};
+    use sftctl_runtime::eval::score::EvalOptions;
+    let device = a.backend.parse::<BackendChoice>()?.device()?;
+    let probe = match (&a.model, &a.run_dir) {
+        (Some(m), _) => m.clone(),
+        (None, Some(r)) => sftctl_ledger::writer::latest_checkpoint(r)?
+            .map(|c| c.1)
+            .with_context(|| format!("run `{}` has no complete checkpoint", r.display()))?,
+        (None, None) => anyhow::bail!("give `--model DIR` or `--run-dir DIR`"),
+    };
+    let max_length = match a.max_length {
+        Some(n) => n,
+        None => {
+            sftctl_runtime::config::ModelConfig::from_file(&probe.join("config.json"))?
+                .max_position_embeddings
+        }
+    };
+    let o = EvalOptions {
+        shots: a.shots,
+        max_length,
+        add_special_tokens: a.add_special_tokens,
+    };
+    if let Some(m) = &a.model {
+        let r = eval_dir(m, a.tokenizer.as_deref(), &a.data, &o, &device)?;
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let run_dir = a.run_dir.expect("checked above");
+    let which = if a.all_checkpoints {
+        Which::All
+    } else if a.steps.is_empty() {
+        Which::Latest
+    } else {
+        Which::Steps(a.steps.clone())
+    };
+    for (step, r) in eval_run(
+        &run_dir,
+        &which,
+        &a.name,
+        a.tokenizer.as_deref(),
+        &a.data,
+        &o,
+        &device,
+    )? {
+        eprintln!(
+            "{} step {step}: acc {:.4} (subject mean {:.4}) over {} questions",
+            a.name,
+            r.acc,
+            r.acc_subject_mean,
+            r.questions.len()
+        );
+    }
+    Ok(())
 }

@@ -1,9 +1,12 @@
 //! One file per subcommand: each turns checked arguments into calls of library code.
 
 pub mod cancel;
+pub mod import;
 pub mod local;
 pub mod logs;
 pub mod plan;
+pub mod prune;
+pub mod report;
 pub mod status;
 pub mod submit;
 
