@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sftctl_runtime::backend::BackendChoice;
 use sftctl_runtime::config::Arch;
+use sftctl_runtime::tiny::TokenizerSource;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -21,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Write a small random model (Hugging Face layout) with the tokenizer of `--tokenizer`.
+    /// Write a small random model (Hugging Face layout) with the project's tiny tokenizer (or the
+    /// tokenizer files of `--tokenizer`).
     MakeTinyModel {
         /// `llama`, `mistral` or `granite`.
         #[arg(long, default_value = "llama")]
@@ -31,7 +33,7 @@ enum Command {
         out: PathBuf,
         /// Directory holding `tokenizer.json` (and the other tokenizer files to copy).
         #[arg(long)]
-        tokenizer: PathBuf,
+        tokenizer: Option<PathBuf>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
@@ -101,6 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 format!("unknown architecture `{arch}` (expected llama, mistral or granite)")
             })?;
             let device = BackendChoice::compiled()[0].device()?;
+            let tokenizer = tokenizer.map_or(TokenizerSource::Tiny, TokenizerSource::Dir);
             let config =
                 sftctl_runtime::tiny::make_tiny_model(arch, &out, &tokenizer, seed, &device)
                     .with_context(|| {

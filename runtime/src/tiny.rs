@@ -16,6 +16,19 @@ pub enum TinyError {
     Weights(#[from] WeightsError),
     #[error("cannot read `{path}`: {message}")]
     Tokenizer { path: PathBuf, message: String },
+    #[error("writing the tiny tokenizer: {0}")]
+    TinyTokenizer(#[from] sftctl_data::DataError),
+}
+
+/// Where a tiny model's tokenizer comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenizerSource {
+    /// The project's tiny byte-level BPE (`sftctl_data::tokenizer::write_tiny_tokenizer`) with
+    /// the architecture's special tokens and chat template: Llama 3's for Llama and Mistral,
+    /// Granite's for Granite.
+    Tiny,
+    /// Copy the tokenizer files of this directory.
+    Dir(PathBuf),
 }
 
 /// The configuration of the tiny model of `arch` for a tokenizer of `vocab_size` ids: 2 layers,
@@ -95,16 +108,27 @@ fn tokenizer_vocab(path: &Path) -> Result<(usize, Vec<(String, u64)>), TinyError
     Ok((max_id as usize + 1, added))
 }
 
-/// Writes a random tiny model of `arch` to `out` with the tokenizer files of `tokenizer_dir`
-/// (its `tokenizer.json` fixes the vocabulary size). Returns the config written.
+/// Writes a random tiny model of `arch` to `out` with its tokenizer (whose vocabulary fixes the
+/// model's). Returns the config written.
 pub fn make_tiny_model(
     arch: Arch,
     out: &Path,
-    tokenizer_dir: &Path,
+    tokenizer: &TokenizerSource,
     seed: u64,
     device: &Device,
 ) -> Result<ModelConfig, TinyError> {
-    let tok = weights::require_tokenizer(tokenizer_dir)?;
+    let tokenizer_dir = match tokenizer {
+        TokenizerSource::Tiny => {
+            let flavor = match arch {
+                Arch::Llama | Arch::Mistral => sftctl_data::tokenizer::Flavor::Llama3,
+                Arch::Granite => sftctl_data::tokenizer::Flavor::Granite,
+            };
+            sftctl_data::tokenizer::write_tiny_tokenizer(out, flavor)?;
+            out.to_path_buf()
+        }
+        TokenizerSource::Dir(dir) => dir.clone(),
+    };
+    let tok = weights::require_tokenizer(&tokenizer_dir)?;
     let (vocab, added) = tokenizer_vocab(&tok)?;
     let mut config = tiny_config(arch, vocab);
     let id_of = |names: &[&str]| {
@@ -113,10 +137,13 @@ pub fn make_tiny_model(
             .find(|(c, _)| names.contains(&c.as_str()))
             .map(|(_, id)| serde_json::Value::from(*id))
     };
-    config.bos_token_id = id_of(&["<|begin_of_text|>", "<s>", "<|start_of_role|>"]);
+    config.bos_token_id = id_of(&["<|begin_of_text|>", "<s>"]);
     config.eos_token_id = id_of(&["<|eot_id|>", "<|end_of_text|>", "</s>"]);
-    config.pad_token_id = id_of(&["<|finetune_right_pad_id|>", "<pad>", "<|pad|>"]);
+    config.pad_token_id = id_of(&["<|finetune_right_pad_id|>", "<pad>", "<|end_of_text|>"]);
+    if arch == Arch::Granite {
+        config.bos_token_id = id_of(&["<|end_of_text|>"]);
+    }
     let model = CausalLm::random(&config, device, seed);
-    weights::save_model(&model, out, tokenizer_dir, SaveDtype::F32)?;
+    weights::save_model(&model, out, &tokenizer_dir, SaveDtype::F32)?;
     Ok(config)
 }

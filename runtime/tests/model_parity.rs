@@ -16,15 +16,26 @@ use sftctl_runtime::weights::{self, WeightsError};
 
 const TOL: f64 = 1e-4;
 
+/// The fixtures; `SFTCTL_FIXTURES` overrides the directory (for a test binary carried to
+/// another machine, such as the GPU one).
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+    std::env::var_os("SFTCTL_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
         .join(name)
 }
 
-/// Every backend compiled into this test binary (flex by default; tch with `--features tch`).
+/// Every backend compiled into this test binary (flex by default; tch with `--features tch`),
+/// or the comma-separated list in `SFTCTL_TEST_BACKENDS` (e.g. `cuda:0`).
 fn devices() -> Vec<(BackendChoice, Device)> {
-    BackendChoice::compiled()
+    let choices = match std::env::var("SFTCTL_TEST_BACKENDS") {
+        Ok(list) => list
+            .split(',')
+            .map(|s| s.trim().parse().expect("SFTCTL_TEST_BACKENDS entry"))
+            .collect(),
+        Err(_) => BackendChoice::compiled(),
+    };
+    choices
         .into_iter()
         .map(|b| (b, b.device().expect("compiled backend")))
         .collect()

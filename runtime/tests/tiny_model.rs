@@ -1,5 +1,6 @@
 //! `sftctl-train make-tiny-model`: the real binary writes a model of each architecture that the
-//! runtime (and transformers, when present) loads, with the tokenizer copied beside it.
+//! runtime (and transformers, when present) loads, with the project's tiny tokenizer beside it
+//! (or a given tokenizer directory copied).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -26,8 +27,6 @@ fn make_tiny_model_writes_a_loadable_model_of_each_architecture() {
         let status = Command::new(env!("CARGO_BIN_EXE_sftctl-train"))
             .args(["make-tiny-model", "--arch", name, "--out"])
             .arg(out.path())
-            .arg("--tokenizer")
-            .arg(fixture("tokenizer"))
             .output()
             .unwrap();
         assert!(
@@ -37,7 +36,22 @@ fn make_tiny_model_writes_a_loadable_model_of_each_architecture() {
         );
         let model = sftctl_runtime::weights::load_model(out.path(), &device).unwrap();
         assert_eq!(model.config.arch, arch);
-        assert_eq!(model.config.vocab_size, 300, "vocab follows tokenizer.json");
+        let tok: serde_json::Value = serde_json::from_str(
+            &fs_err::read_to_string(out.path().join("tokenizer.json")).unwrap(),
+        )
+        .unwrap();
+        let max_added = tok["added_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_u64().unwrap())
+            .max()
+            .unwrap();
+        assert!(
+            model.config.vocab_size as u64 > max_added,
+            "vocab covers the tokenizer"
+        );
+        assert!(out.path().join("tokenizer_config.json").is_file());
         assert!(out.path().join("tokenizer.json").is_file());
         let python = PathBuf::from("/opt/sftctl-venv/bin/python");
         if python.exists() {
@@ -50,6 +64,27 @@ fn make_tiny_model_writes_a_loadable_model_of_each_architecture() {
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         }
     }
+}
+
+#[test]
+fn make_tiny_model_copies_a_given_tokenizer() {
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_sftctl-train"))
+        .args(["make-tiny-model", "--arch", "granite", "--out"])
+        .arg(out.path())
+        .arg("--tokenizer")
+        .arg(fixture("tokenizer"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let device = sftctl_runtime::backend::BackendChoice::compiled()[0]
+        .device()
+        .unwrap();
+    let model = sftctl_runtime::weights::load_model(out.path(), &device).unwrap();
+    assert_eq!(
+        model.config.vocab_size, 300,
+        "vocab follows the given tokenizer.json"
+    );
 }
 
 #[test]

@@ -48,6 +48,24 @@ impl PackedRow {
     }
 }
 
+/// Per-token sequence ids `[cu[last]]` from cumulative sample boundaries (`cu_seqlens`, starting
+/// at 0): tokens `cu[i]..cu[i+1]` get id `i`.
+pub fn seq_ids_from_cu_seqlens(cu_seqlens: &[u32]) -> Vec<i64> {
+    cu_seqlens
+        .windows(2)
+        .enumerate()
+        .flat_map(|(i, w)| std::iter::repeat_n(i as i64, (w[1] - w[0]) as usize))
+        .collect()
+}
+
+/// Positions restarting at 0 at every boundary of `cu_seqlens`.
+pub fn positions_from_cu_seqlens(cu_seqlens: &[u32]) -> Vec<i64> {
+    cu_seqlens
+        .windows(2)
+        .flat_map(|w| 0..(w[1] - w[0]) as i64)
+        .collect()
+}
+
 /// The tensors [`super::CausalLm::forward`] and [`super::loss_sum`] take.
 #[derive(Debug, Clone)]
 pub struct PackedBatch {
@@ -83,5 +101,37 @@ impl PackedBatch {
                 .filter(|&&x| x != super::IGNORE_INDEX)
                 .count(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cu_seqlens_table() {
+        // (cu_seqlens, seq_ids, positions)
+        let cases: &[(&[u32], &[i64], &[i64])] = &[
+            (&[0, 3], &[0, 0, 0], &[0, 1, 2]),
+            (&[0, 2, 5], &[0, 0, 1, 1, 1], &[0, 1, 0, 1, 2]),
+            (&[0, 1, 2, 4], &[0, 1, 2, 2], &[0, 0, 0, 1]),
+            (&[0], &[], &[]),
+        ];
+        for (cu, ids, pos) in cases {
+            assert_eq!(seq_ids_from_cu_seqlens(cu), *ids, "{cu:?}");
+            assert_eq!(positions_from_cu_seqlens(cu), *pos, "{cu:?}");
+        }
+    }
+
+    #[test]
+    fn push_shifts_labels_within_each_sample_and_pads_as_its_own_sequence() {
+        let mut r = PackedRow::default();
+        r.push(&[5, 6, 7], &[-100, 6, 7]);
+        r.push(&[8, 9], &[-100, 9]);
+        r.pad_to(7, 0);
+        assert_eq!(r.tokens, [5, 6, 7, 8, 9, 0, 0]);
+        assert_eq!(r.positions, [0, 1, 2, 0, 1, 0, 1]);
+        assert_eq!(r.seq_ids, [0, 0, 0, 1, 1, 2, 2]);
+        assert_eq!(r.targets, [6, 7, -100, 9, -100, -100, -100]);
     }
 }

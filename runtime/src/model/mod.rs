@@ -6,7 +6,7 @@ mod input;
 mod layers;
 mod loss;
 
-pub use input::{PackedBatch, PackedRow};
+pub use input::{PackedBatch, PackedRow, positions_from_cu_seqlens, seq_ids_from_cu_seqlens};
 pub use layers::{Attention, AttnOpts, Block, Mlp, RmsNorm, rotate_half};
 pub use loss::{IGNORE_INDEX, loss_sum, shift_labels, token_losses};
 
