@@ -9,7 +9,8 @@
 use std::time::Instant;
 
 use sftctl_data::pack::{
-    BatchConfig, MicroBatch, RankBatches, Rng, SampleId, SampleInfo, Sampler, Source, TailPolicy, step_stats,
+    BatchConfig, MicroBatch, RankBatches, Rng, SampleId, SampleInfo, Sampler, Source, TailPolicy,
+    step_stats,
 };
 
 const BUDGET: usize = 4096;
@@ -32,7 +33,11 @@ fn mb(samples: &[(SampleId, SampleInfo)]) -> MicroBatch {
     for (_, i) in samples {
         cu.push(cu.last().unwrap() + i.len);
     }
-    MicroBatch { samples: samples.iter().map(|s| s.0).collect(), cu_seqlens: cu, loss_tokens: 0 }
+    MicroBatch {
+        samples: samples.iter().map(|s| s.0).collect(),
+        cu_seqlens: cu,
+        loss_tokens: 0,
+    }
 }
 
 /// Naive padding: each rank takes its B/world samples in order; a micro-batch holds as many
@@ -138,19 +143,34 @@ fn main() {
         sorted[n * 99 / 100],
         sorted[n - 1]
     );
-    println!("| B | ranks | steps | ours waste % | ours imbalance % | FFD multipack waste % | FFD imbalance % | naive padding waste % | lower bound % | ours ms/step |");
+    println!(
+        "| B | ranks | steps | ours waste % | ours imbalance % | FFD multipack waste % | FFD imbalance % | naive padding waste % | lower bound % | ours ms/step |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let source = Source {
         name: "bench".into(),
-        samples: lens.iter().map(|&len| SampleInfo { len, loss_tokens: len / 2 }).collect(),
+        samples: lens
+            .iter()
+            .map(|&len| SampleInfo {
+                len,
+                loss_tokens: len / 2,
+            })
+            .collect(),
         weight: 1.0,
     };
     for &b in batches {
         for &world in worlds {
-            let cfg = BatchConfig { batch_size: b, world_size: world, token_budget: BUDGET, seed: 1, tail: TailPolicy::DropLast };
+            let cfg = BatchConfig {
+                batch_size: b,
+                world_size: world,
+                token_budget: BUDGET,
+                seed: 1,
+                tail: TailPolicy::DropLast,
+            };
             let mut sampler = Sampler::new(cfg, vec![source.clone()]).unwrap();
             let steps = n / b;
-            let (mut ours, mut multipack, mut pad) = (Acc::default(), Acc::default(), Acc::default());
+            let (mut ours, mut multipack, mut pad) =
+                (Acc::default(), Acc::default(), Acc::default());
             let mut bound_cap = 0u64;
             let mut pack_time = 0.0;
             for _ in 0..steps {
@@ -158,7 +178,11 @@ fn main() {
                 let step = sampler.next_step();
                 pack_time += t.elapsed().as_secs_f64();
                 ours.add(&step.ranks);
-                let with: Vec<(SampleId, SampleInfo)> = step.samples.iter().map(|&id| (id, sampler.info(id))).collect();
+                let with: Vec<(SampleId, SampleInfo)> = step
+                    .samples
+                    .iter()
+                    .map(|&id| (id, sampler.info(id)))
+                    .collect();
                 multipack.add(&ffd(&with, world));
                 let (ranks, _) = naive(&with, world);
                 pad.add(&ranks);
@@ -175,8 +199,14 @@ fn main() {
                 pad.waste(),
                 1000.0 * pack_time / steps as f64
             );
-            assert!(ours.waste() <= multipack.waste() + 1e-9, "packer worse than FFD at B {b}, {world} ranks");
-            assert!(ours.waste() < pad.waste(), "packer worse than padding at B {b}, {world} ranks");
+            assert!(
+                ours.waste() <= multipack.waste() + 1e-9,
+                "packer worse than FFD at B {b}, {world} ranks"
+            );
+            assert!(
+                ours.waste() < pad.waste(),
+                "packer worse than padding at B {b}, {world} ranks"
+            );
         }
     }
 }
