@@ -98,7 +98,14 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 /// The final checkpoint's weights, Adam moments (by tensor name) and sampler state.
-fn final_state(run: &Path) -> (Vec<u8>, Vec<(String, Vec<u8>)>, serde_json::Value) {
+#[derive(PartialEq)]
+struct FinalState {
+    weights: Vec<u8>,
+    adam: Vec<(String, Vec<u8>)>,
+    sampler: serde_json::Value,
+}
+
+fn final_state(run: &Path) -> FinalState {
     let dir = run.join("checkpoints/step-12");
     assert!(
         dir.join("COMPLETE").is_file(),
@@ -116,7 +123,11 @@ fn final_state(run: &Path) -> (Vec<u8>, Vec<(String, Vec<u8>)>, serde_json::Valu
     adam.sort();
     let state: serde_json::Value =
         serde_json::from_slice(&fs_err::read(dir.join("trainer_state.json")).unwrap()).unwrap();
-    (weights, adam, state["sampler"].clone())
+    FinalState {
+        weights,
+        adam,
+        sampler: state["sampler"].clone(),
+    }
 }
 
 #[test]
