@@ -269,3 +269,60 @@ fn nix_kill(pid: u32, sig: &str) {
         .success();
     assert!(ok, "kill -s {sig} {pid}");
 }
+
+/// Phase 2 starts from phase 1's final checkpoint: fresh schedule (warmup again), samples and
+/// steps keep counting, `result.json` only after the last phase.
+#[test]
+fn phase_two_starts_from_phase_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    make_model(&model);
+    let data = repo().join("examples/data/quickstart");
+    let run = tmp.path().join("ph");
+    fs_err::create_dir_all(&run).unwrap();
+    let config = serde_json::json!({
+        "format_version": 1, "run_id": "ph", "name": "ph", "sweep": "t",
+        "model": {"path": model},
+        "data": [
+            {"name": "a", "path": data.join("train.jsonl"), "phase": 1},
+            {"name": "b", "path": data.join("eval.jsonl"), "phase": 2}
+        ],
+        "train": {"batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "max_steps": 3,
+                  "max_seq_len": 256, "token_budget_per_gpu": 256, "strategy": "phased"},
+        "phases": [1, 2],
+    });
+    fs_err::write(run.join("config.json"), config.to_string()).unwrap();
+    let cache = tmp.path().join("cache");
+    for phase in ["1", "2"] {
+        let o = bin()
+            .arg("run")
+            .arg(&run)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .env("SFTCTL_PHASE", phase)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(run.join("result.json").is_file(), phase == "2");
+    }
+    let m = lines(&run.join("metrics.jsonl"));
+    let steps: Vec<u64> = m.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    let samples: Vec<u64> = m
+        .iter()
+        .map(|r| r["samples_seen"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(samples, vec![8, 16, 24, 32, 40, 48]);
+    assert_eq!(m[0]["lr"], 0.0);
+    assert_eq!(m[3]["lr"], 0.0, "phase 2 warms up again");
+    let attempts = lines(&run.join("attempts.jsonl"));
+    assert_eq!(attempts[1]["resumed_from_step"], 3);
+    let result: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(run.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["samples_seen"], 48);
+}
