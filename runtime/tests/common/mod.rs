@@ -18,8 +18,12 @@ pub fn device() -> Device {
     Device::flex().autodiff()
 }
 
-/// A toy model with weights fixed by `seed`.
+/// A toy model with weights fixed by `seed`. Seeding and drawing hold a lock: the generator
+/// is shared by the test threads of this binary, and another test's draws in between would
+/// change the weights.
 pub fn toy(seed: u64) -> ToyLm {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
     let device = device();
     device.seed(seed);
     with_stable_param_ids(ToyLm::new(VOCAB, DIM, MAX_POS, &device))
@@ -126,6 +130,7 @@ pub fn settings(kind: ScheduleKind, warmup: u64, total: u64) -> StepSettings {
             peak_lr: 1e-2,
             warmup_steps: warmup,
             total_steps: total,
+            min_lr_ratio: 0.0,
         },
         max_grad_norm: Some(1.0),
     }
