@@ -159,6 +159,14 @@ impl Slurm {
         Ok(Accounting::Rows(parse::sacct(&out.success()?.stdout)))
     }
 
+    /// `scontrol requeue` of one job: used by a job on itself after it checkpointed on a stop
+    /// signal (the batch script carries `--requeue`), so it comes back and resumes.
+    pub fn requeue(&self, job: &JobId) -> Result<()> {
+        self.run("scontrol", &["requeue".to_owned(), job.to_string()], None)?
+            .success()?;
+        Ok(())
+    }
+
     /// `scancel` of these jobs, in one call.
     pub fn scancel(&self, jobs: &[JobId]) -> Result<()> {
         if jobs.is_empty() {

@@ -42,7 +42,8 @@ pub fn new_token() -> String {
     hex::encode(Sha256::digest(seed.as_bytes()))[..10].to_owned()
 }
 
-/// Finds the runtime binary: a path (relative to the spec) or a name on `PATH`.
+/// Finds the runtime binary: a path (relative to the spec), or a name looked up first beside the
+/// running `sftctl` (where `cargo build` and an install put both binaries), then on `PATH`.
 fn resolve_binary(name: &str, spec_dir: &Path) -> anyhow::Result<PathBuf> {
     if name.contains('/') {
         let p = spec_dir.join(name);
@@ -54,6 +55,13 @@ fn resolve_binary(name: &str, spec_dir: &Path) -> anyhow::Result<PathBuf> {
             p.display()
         ));
     }
+    let beside_sftctl = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(name)))
+        .filter(|p| p.is_file());
+    if let Some(p) = beside_sftctl {
+        return Ok(p);
+    }
     for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
         let p = dir.join(name);
         if p.is_file() {
@@ -61,7 +69,7 @@ fn resolve_binary(name: &str, spec_dir: &Path) -> anyhow::Result<PathBuf> {
         }
     }
     user_err(format!(
-        "runtime binary `{name}` is not on PATH\nhint: set `run.binary` in the spec to its path"
+        "runtime binary `{name}` is neither beside `sftctl` nor on PATH\nhint: build it (`cargo build --release`), or set `run.binary` in the spec to its path"
     ))
 }
 

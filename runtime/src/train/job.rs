@@ -181,6 +181,10 @@ pub fn main(args: RunArgs) -> JobExit {
         }
     };
     match train_run(&args, &mut writer) {
+        Ok(JobExit::Requeue) => {
+            requeue_self();
+            JobExit::Requeue
+        }
         Ok(exit) => exit,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -193,6 +197,31 @@ pub fn main(args: RunArgs) -> JobExit {
                 JobExit::Internal
             }
         }
+    }
+}
+
+/// Under Slurm, rank 0 asks Slurm to requeue this job once its checkpoint is complete (the batch
+/// script carries `--requeue`); the requeued job resumes from that checkpoint. Elsewhere (the
+/// local executor) the exit status alone says "requeue me". A failed requeue is logged: the run
+/// then ends as failed and `sftctl submit --retry-failed` resumes it from the same checkpoint.
+fn requeue_self() {
+    let rank = std::env::var("SLURM_PROCID").unwrap_or_else(|_| "0".into());
+    let Ok(job) = std::env::var("SLURM_JOB_ID") else {
+        return;
+    };
+    if rank != "0" {
+        return;
+    }
+    let job = match job.parse::<sftctl_slurm::JobId>() {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::error!("cannot requeue: SLURM_JOB_ID `{job}`: {e}");
+            return;
+        }
+    };
+    match sftctl_slurm::Slurm::from_env().requeue(&job) {
+        Ok(()) => tracing::info!("requeued job {job}"),
+        Err(e) => tracing::error!("requeue of job {job} failed: {e}"),
     }
 }
 
