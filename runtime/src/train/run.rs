@@ -205,6 +205,8 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
 ) -> Result<RunOutcome, LoopError> {
     let mut last: Option<StepStats> = None;
     let mut last_saved_step: Option<u64> = None;
+    // Every rank must start from the same parameters (and stay so: checked every N steps).
+    crate::collective::replicas::verify(&trainer.model, collective, trainer.step)?;
     loop {
         // The agreed stop check at the step boundary.
         let local = stop.requested();
@@ -240,6 +242,7 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
                 progress.tokens_seen += stats.tokens;
                 progress.epoch = epoch;
                 observer.step(&stats, &progress);
+                crate::collective::replicas::verify_if_due(&trainer.model, collective, trainer.step)?;
                 if let Some(every) = settings.validate_every_steps
                     && every > 0
                     && trainer.step.is_multiple_of(every)
