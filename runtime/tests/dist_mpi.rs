@@ -96,6 +96,10 @@ fn micro_batch(index: u64) -> MicroBatch {
 }
 
 fn trainer() -> Trainer<Llama> {
+    trainer_for(STEPS as u64)
+}
+
+fn trainer_for(total_steps: u64) -> Trainer<Llama> {
     let device = Device::flex().autodiff();
     let model = CausalLm::random(&tiny_config(Arch::Llama, VOCAB), &device, 11);
     let model = with_stable_param_ids(Llama { inner: model });
@@ -105,7 +109,7 @@ fn trainer() -> Trainer<Llama> {
             kind: ScheduleKind::Cosine,
             peak_lr: 1e-3,
             warmup_steps: 0,
-            total_steps: STEPS as u64,
+            total_steps,
         },
         // Low enough that clipping acts, so the global norm after the reduction matters.
         max_grad_norm: Some(0.5),
@@ -155,17 +159,22 @@ fn worker(scenario: &str, out: &Path) -> i32 {
             }
         };
         let r = run_scenario(scenario, out, &mut c);
-        if r.is_ok() {
-            let s = c.stats();
-            eprintln!(
-                "rank {}: {} collectives, {} bytes, {:.3} s in collectives",
-                c.rank(),
-                s.calls,
-                s.bytes,
-                s.seconds
-            );
+        if let Err(e) = &r {
+            // Every rank prints its error before any exits (mpirun kills the rest on the first
+            // non-zero exit). Only the scenarios where all ranks fail together get here.
+            eprintln!("error: rank {}: {e}", c.rank());
+            c.barrier();
+            return 3;
         }
-        r.map_err(|e| format!("rank {}: {e}", c.rank()))
+        let s = c.stats();
+        eprintln!(
+            "rank {}: {} collectives, {} bytes, {:.3} s in collectives",
+            c.rank(),
+            s.calls,
+            s.bytes,
+            s.seconds
+        );
+        Ok(())
     };
     match result {
         Ok(()) => 0,
@@ -180,7 +189,7 @@ fn run_scenario(scenario: &str, out: &Path, c: &mut dyn Collective) -> Result<()
     let (rank, world) = (c.rank(), c.world_size());
     let per_rank = MICRO_PER_STEP / world;
     let stop = StopSignal::manual(Duration::from_secs(600));
-    let mut t = trainer();
+    let mut t = trainer_for(if scenario == "hang" { 1 << 40 } else { STEPS as u64 });
     if scenario == "mismatch" && rank == 1 {
         struct Nudge;
         impl ModuleMapper for Nudge {
@@ -432,8 +441,18 @@ fn sbatch(scenario: &str, out: &Path, extra: &str) -> Command {
     );
     let path = out.join("job.sh");
     fs_err::write(&path, script).unwrap();
-    let mut cmd = Command::new("sbatch");
-    cmd.args(["--wait", "--parsable"]).arg(&path);
+    // Submit, then poll every 0.5 s (sbatch --wait polls too coarsely to time a failure), and
+    // exit 0 only when the job COMPLETED.
+    let wrapper = format!(
+        "set -e; id=$(sbatch --parsable {job}); echo \"job $id\" >&2\n\
+         while [ -n \"$(squeue -h -j $id -t PD,CF,R,CG,S -o %T 2>/dev/null)\" ]; do sleep 0.5; done\n\
+         for i in $(seq 1 60); do st=$(sacct -X -n -P -j $id -o State | head -1); \
+         case \"$st\" in ''|PENDING|RUNNING|COMPLETING) sleep 0.5;; *) break;; esac; done\n\
+         echo \"job $id: $st\" >&2; [ \"$st\" = COMPLETED ]\n",
+        job = path.display()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c").arg(wrapper);
     cmd
 }
 

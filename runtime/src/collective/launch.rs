@@ -138,22 +138,19 @@ pub fn connect(
     match env.launcher {
         Launcher::OpenMpi => {
             #[cfg(feature = "mpi")]
-            {
-                let c = crate::collective::mpi::MpiCollective::init(Some(run_dir))
-                    .map_err(|e| LaunchError::Engine(e.to_string()))?;
-                Ok(Box::new(c))
+            return crate::collective::mpi::MpiCollective::init(Some(run_dir))
+                .map(|c| Box::new(c) as Box<dyn Collective>)
+                .map_err(|e| LaunchError::Engine(e.to_string()));
+            #[cfg(not(feature = "mpi"))]
+            if env.world_size == 1 {
+                return Ok(Box::new(SingleProcess));
             }
             #[cfg(not(feature = "mpi"))]
-            {
-                if env.world_size == 1 {
-                    return Ok(Box::new(SingleProcess));
-                }
-                Err(LaunchError::NoEngine {
-                    world_size: env.world_size,
-                    launcher: env.launcher,
-                    hint: "build sftctl-runtime with `--features mpi`",
-                })
-            }
+            return Err(LaunchError::NoEngine {
+                world_size: env.world_size,
+                launcher: env.launcher,
+                hint: "build sftctl-runtime with `--features mpi`",
+            });
         }
         Launcher::Srun => {
             if env.world_size == 1 {

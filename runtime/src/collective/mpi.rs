@@ -12,7 +12,6 @@ use std::time::Instant;
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
-use mpi::traits::*;
 
 use crate::collective::liveness::{Liveness, LivenessConfig};
 use crate::collective::{Collective, CollectiveError};
