@@ -389,7 +389,10 @@ fn kill_rank_1(
     };
     let took = sent.elapsed();
     // Never leave a stopped process behind.
-    let _ = Command::new("kill").args(["-KILL", pid1.trim()]).status();
+    let _ = Command::new("kill")
+        .args(["-KILL", pid1.trim()])
+        .stderr(Stdio::null())
+        .status();
     let mut stderr = String::new();
     use std::io::Read;
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
