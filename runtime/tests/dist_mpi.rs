@@ -189,7 +189,11 @@ fn run_scenario(scenario: &str, out: &Path, c: &mut dyn Collective) -> Result<()
     let (rank, world) = (c.rank(), c.world_size());
     let per_rank = MICRO_PER_STEP / world;
     let stop = StopSignal::manual(Duration::from_secs(600));
-    let mut t = trainer_for(if scenario == "hang" { 1 << 40 } else { STEPS as u64 });
+    let mut t = trainer_for(if scenario == "hang" {
+        1 << 40
+    } else {
+        STEPS as u64
+    });
     if scenario == "mismatch" && rank == 1 {
         struct Nudge;
         impl ModuleMapper for Nudge {
@@ -200,12 +204,19 @@ fn run_scenario(scenario: &str, out: &Path, c: &mut dyn Collective) -> Result<()
         t.model = t.model.clone().map(&mut Nudge);
     }
     replicas::verify(&t.model, c, 0).map_err(|e| e.to_string())?;
-    let steps = if scenario == "hang" { usize::MAX } else { STEPS };
+    let steps = if scenario == "hang" {
+        usize::MAX
+    } else {
+        STEPS
+    };
     let mut log = Vec::new();
     for step in 0..steps {
         let first = (step * MICRO_PER_STEP + rank * per_rank) as u64;
         let mine: Vec<MicroBatch> = (first..first + per_rank as u64).map(micro_batch).collect();
-        match t.step(&mine, per_rank, c, &stop).map_err(|e| e.to_string())? {
+        match t
+            .step(&mine, per_rank, c, &stop)
+            .map_err(|e| e.to_string())?
+        {
             StepOutcome::Completed(s) => {
                 log.push(serde_json::json!({"step": s.step, "loss": s.loss, "grad_norm": s.grad_norm,
                     "loss_tokens": s.loss_tokens, "samples": s.samples, "micro_batches": s.micro_batches}));
@@ -217,7 +228,10 @@ fn run_scenario(scenario: &str, out: &Path, c: &mut dyn Collective) -> Result<()
             fs_err::write(out.join(format!("step-{rank}")), step.to_string()).unwrap();
         }
     }
-    write_f32(&out.join(format!("params-w{world}-r{rank}.bin")), &params(&t.model));
+    write_f32(
+        &out.join(format!("params-w{world}-r{rank}.bin")),
+        &params(&t.model),
+    );
     if rank == 0 {
         fs_err::write(
             out.join(format!("log-w{world}.json")),
@@ -232,7 +246,13 @@ fn run_scenario(scenario: &str, out: &Path, c: &mut dyn Collective) -> Result<()
 
 fn mpirun(np: usize, scenario: &str, out: &Path, extra_env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new("mpirun");
-    cmd.args(["-np", &np.to_string(), "--oversubscribe", "--bind-to", "none"]);
+    cmd.args([
+        "-np",
+        &np.to_string(),
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+    ]);
     let mut env = vec![
         ("SFTCTL_DIST_WORKER", scenario.to_string()),
         ("SFTCTL_DIST_OUT", out.display().to_string()),
@@ -292,12 +312,19 @@ fn compare(one: &Path, two: &Path) {
         let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
         for (k, tol) in [("loss", LOSS_REL_TOL), ("grad_norm", NORM_REL_TOL)] {
             let (x, y) = (f(a, k), f(b, k));
-            assert!((x - y).abs() <= tol * x.abs(), "step {}: {k} {x} vs {y}", a["step"]);
+            assert!(
+                (x - y).abs() <= tol * x.abs(),
+                "step {}: {k} {x} vs {y}",
+                a["step"]
+            );
         }
         assert_eq!(a["loss_tokens"], b["loss_tokens"]);
         assert_eq!(a["samples"], b["samples"]);
         assert_eq!(a["micro_batches"].as_u64(), Some(MICRO_PER_STEP as u64));
-        assert_eq!(b["micro_batches"].as_u64(), Some((MICRO_PER_STEP / 2) as u64));
+        assert_eq!(
+            b["micro_batches"].as_u64(),
+            Some((MICRO_PER_STEP / 2) as u64)
+        );
         if f(a, "grad_norm") > 0.5 {
             clipped += 1;
         }
@@ -326,7 +353,10 @@ fn compare(one: &Path, two: &Path) {
         MICRO_PER_STEP
     );
     assert!(worst <= PARAM_ABS_TOL, "max |param diff| {worst}");
-    assert!(moved > 100.0 * PARAM_ABS_TOL, "parameters barely moved: {moved}");
+    assert!(
+        moved > 100.0 * PARAM_ABS_TOL,
+        "parameters barely moved: {moved}"
+    );
 }
 
 fn two_ranks_equal_one_rank() {
@@ -359,14 +389,21 @@ fn kill_rank_1(
 ) -> (Duration, String, std::process::ExitStatus) {
     let out = tempdir(&format!("hang-{signal}"));
     let mut cmd = launch(&out);
-    let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     let pid1 = loop {
         let step = fs_err::read_to_string(out.join("step-1")).ok();
         if step.is_some_and(|s| s.trim().parse::<u64>().unwrap_or(0) >= 1) {
             break fs_err::read_to_string(out.join("pid-1")).unwrap();
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "ranks did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "ranks did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let sent = Instant::now();
@@ -383,7 +420,10 @@ fn kill_rank_1(
         if sent.elapsed() > limit + Duration::from_secs(30) {
             let _ = child.kill();
             let _ = Command::new("kill").args(["-KILL", pid1.trim()]).status();
-            panic!("the job still runs {} s after SIG{signal} of rank 1", sent.elapsed().as_secs());
+            panic!(
+                "the job still runs {} s after SIG{signal} of rank 1",
+                sent.elapsed().as_secs()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -395,7 +435,12 @@ fn kill_rank_1(
         .status();
     let mut stderr = String::new();
     use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     (took, stderr, status)
 }
 
@@ -403,9 +448,18 @@ fn dead_rank_fails_the_job() {
     for signal in ["KILL", "STOP"] {
         let launch = |out: &Path| mpirun(2, "hang", out, &[("SFTCTL_RANK_TIMEOUT_S", "10")]);
         let (took, stderr, status) = kill_rank_1(signal, &launch);
-        eprintln!("SIG{signal} of rank 1: job ended after {:.1} s ({status})", took.as_secs_f64());
-        assert!(!status.success(), "SIG{signal}: the job succeeded:\n{stderr}");
-        assert!(took < Duration::from_secs(60), "SIG{signal}: {took:?}\n{stderr}");
+        eprintln!(
+            "SIG{signal} of rank 1: job ended after {:.1} s ({status})",
+            took.as_secs_f64()
+        );
+        assert!(
+            !status.success(),
+            "SIG{signal}: the job succeeded:\n{stderr}"
+        );
+        assert!(
+            took < Duration::from_secs(60),
+            "SIG{signal}: {took:?}\n{stderr}"
+        );
         if signal == "STOP" {
             assert!(
                 stderr.contains("rank 0: rank 1 has not written a heartbeat"),
@@ -483,9 +537,15 @@ fn slurm_two_nodes() {
     let one = tempdir("slurm-one");
     reference(&one);
     let two = tempdir("slurm-two");
-    let res = sbatch("equal", &two, "SFTCTL_RANK_TIMEOUT_S=30").output().unwrap();
+    let res = sbatch("equal", &two, "SFTCTL_RANK_TIMEOUT_S=30")
+        .output()
+        .unwrap();
     let log = slurm_log(&two);
-    assert!(res.status.success(), "2-node job failed ({}):\n{log}", res.status);
+    assert!(
+        res.status.success(),
+        "2-node job failed ({}):\n{log}",
+        res.status
+    );
     let nodes: Vec<String> = (0..2)
         .map(|r| fs_err::read_to_string(two.join(format!("node-{r}"))).unwrap())
         .collect();
@@ -507,12 +567,19 @@ fn main() {
     if let Ok(scenario) = std::env::var("SFTCTL_DIST_WORKER") {
         let out = PathBuf::from(std::env::var("SFTCTL_DIST_OUT").expect("SFTCTL_DIST_OUT"));
         let rank = std::env::var("OMPI_COMM_WORLD_RANK").unwrap_or_else(|_| "0".into());
-        fs_err::write(out.join(format!("pid-{rank}")), std::process::id().to_string()).unwrap();
+        fs_err::write(
+            out.join(format!("pid-{rank}")),
+            std::process::id().to_string(),
+        )
+        .unwrap();
         let node = std::env::var("SLURMD_NODENAME").unwrap_or_default();
         fs_err::write(out.join(format!("node-{rank}")), node).unwrap();
         std::process::exit(worker(&scenario, &out));
     }
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let tests: [(&str, fn()); 4] = [
         ("two_ranks_equal_one_rank", two_ranks_equal_one_rank),
         ("mismatch_stops_every_rank", mismatch_stops_every_rank),

@@ -82,30 +82,38 @@ impl RankEnv {
         let num = |name: &'static str| -> Result<Option<usize>, LaunchError> {
             match get(name) {
                 None => Ok(None),
-                Some(v) => v.trim().parse::<usize>().map(Some).map_err(|e| {
-                    LaunchError::BadVariable {
-                        name,
-                        value: v.clone(),
-                        message: e.to_string(),
-                    }
-                }),
+                Some(v) => {
+                    v.trim()
+                        .parse::<usize>()
+                        .map(Some)
+                        .map_err(|e| LaunchError::BadVariable {
+                            name,
+                            value: v.clone(),
+                            message: e.to_string(),
+                        })
+                }
             }
         };
-        let (rank, world, local, launcher, world_name) = if let Some(world) =
-            num("OMPI_COMM_WORLD_SIZE")?
-        {
-            let rank = num("OMPI_COMM_WORLD_RANK")?.unwrap_or(0);
-            let local = num("OMPI_COMM_WORLD_LOCAL_RANK")?.unwrap_or(0);
-            (rank, world, local, Launcher::OpenMpi, "OMPI_COMM_WORLD_SIZE")
-        } else if get("SLURM_STEP_ID").is_some()
-            && let Some(world) = num("SLURM_STEP_NUM_TASKS")?.or(num("SLURM_NTASKS")?)
-        {
-            let rank = num("SLURM_PROCID")?.unwrap_or(0);
-            let local = num("SLURM_LOCALID")?.unwrap_or(0);
-            (rank, world, local, Launcher::Srun, "SLURM_STEP_NUM_TASKS")
-        } else {
-            return Ok(Self::SINGLE);
-        };
+        let (rank, world, local, launcher, world_name) =
+            if let Some(world) = num("OMPI_COMM_WORLD_SIZE")? {
+                let rank = num("OMPI_COMM_WORLD_RANK")?.unwrap_or(0);
+                let local = num("OMPI_COMM_WORLD_LOCAL_RANK")?.unwrap_or(0);
+                (
+                    rank,
+                    world,
+                    local,
+                    Launcher::OpenMpi,
+                    "OMPI_COMM_WORLD_SIZE",
+                )
+            } else if get("SLURM_STEP_ID").is_some()
+                && let Some(world) = num("SLURM_STEP_NUM_TASKS")?.or(num("SLURM_NTASKS")?)
+            {
+                let rank = num("SLURM_PROCID")?.unwrap_or(0);
+                let local = num("SLURM_LOCALID")?.unwrap_or(0);
+                (rank, world, local, Launcher::Srun, "SLURM_STEP_NUM_TASKS")
+            } else {
+                return Ok(Self::SINGLE);
+            };
         if world == 0 || rank >= world {
             return Err(LaunchError::BadVariable {
                 name: world_name,
@@ -191,18 +199,48 @@ mod tests {
         // (variables, rank, world, local rank, launcher)
         let cases: &[(&[(&str, &str)], usize, usize, usize, Launcher)] = &[
             (&[], 0, 1, 0, None),
-            (&[("SLURM_NTASKS", "4"), ("SLURM_PROCID", "0")], 0, 1, 0, None),
             (
-                &[("OMPI_COMM_WORLD_SIZE", "2"), ("OMPI_COMM_WORLD_RANK", "1"), ("OMPI_COMM_WORLD_LOCAL_RANK", "0")],
-                1, 2, 0, OpenMpi,
+                &[("SLURM_NTASKS", "4"), ("SLURM_PROCID", "0")],
+                0,
+                1,
+                0,
+                None,
             ),
             (
-                &[("SLURM_STEP_ID", "0"), ("SLURM_STEP_NUM_TASKS", "4"), ("SLURM_PROCID", "3"), ("SLURM_LOCALID", "1")],
-                3, 4, 1, Srun,
+                &[
+                    ("OMPI_COMM_WORLD_SIZE", "2"),
+                    ("OMPI_COMM_WORLD_RANK", "1"),
+                    ("OMPI_COMM_WORLD_LOCAL_RANK", "0"),
+                ],
+                1,
+                2,
+                0,
+                OpenMpi,
             ),
             (
-                &[("OMPI_COMM_WORLD_SIZE", "2"), ("OMPI_COMM_WORLD_RANK", "0"), ("SLURM_STEP_ID", "0"), ("SLURM_STEP_NUM_TASKS", "2"), ("SLURM_PROCID", "1")],
-                0, 2, 0, OpenMpi,
+                &[
+                    ("SLURM_STEP_ID", "0"),
+                    ("SLURM_STEP_NUM_TASKS", "4"),
+                    ("SLURM_PROCID", "3"),
+                    ("SLURM_LOCALID", "1"),
+                ],
+                3,
+                4,
+                1,
+                Srun,
+            ),
+            (
+                &[
+                    ("OMPI_COMM_WORLD_SIZE", "2"),
+                    ("OMPI_COMM_WORLD_RANK", "0"),
+                    ("SLURM_STEP_ID", "0"),
+                    ("SLURM_STEP_NUM_TASKS", "2"),
+                    ("SLURM_PROCID", "1"),
+                ],
+                0,
+                2,
+                0,
+                OpenMpi,
             ),
         ];
         for (vars, rank, world, local, launcher) in cases {

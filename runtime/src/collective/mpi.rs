@@ -119,8 +119,8 @@ impl MpiCollective {
             let dir = run_dir
                 .join("dist")
                 .join(String::from_utf8_lossy(&token).as_ref());
-            let config =
-                LivenessConfig::from_env(dir).map_err(|message| MpiError::Setting { rank, message })?;
+            let config = LivenessConfig::from_env(dir)
+                .map_err(|message| MpiError::Setting { rank, message })?;
             let multiple = threading == mpi::Threading::Multiple;
             let on_dead = Box::new(move |message: String| {
                 eprintln!("error: {message}");

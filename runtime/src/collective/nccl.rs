@@ -88,7 +88,10 @@ pub fn id_path(run_dir: &Path) -> PathBuf {
 
 /// Hex text of the 128-byte unique id (a text file a person can inspect).
 fn encode(id: &Id) -> String {
-    id.internal().iter().map(|&c| format!("{:02x}", c as u8)).collect()
+    id.internal()
+        .iter()
+        .map(|&c| format!("{:02x}", c as u8))
+        .collect()
 }
 
 fn decode(text: &str) -> Result<Id, String> {
@@ -181,13 +184,14 @@ impl NcclCollective {
         };
         let ctx = CudaContext::new(ordinal).map_err(cuda("cuCtxCreate"))?;
         let stream = ctx.default_stream();
-        let check_every = crate::collective::replicas::check_every_from_env().map_err(|message| {
-            NcclError::Cuda {
-                rank,
-                what: "settings",
-                message,
-            }
-        })?;
+        let check_every =
+            crate::collective::replicas::check_every_from_env().map_err(|message| {
+                NcclError::Cuda {
+                    rank,
+                    what: "settings",
+                    message,
+                }
+            })?;
         let comm = Comm::from_rank(stream.clone(), rank, env.world_size, id)
             .map_err(nccl("ncclCommInitRank"))?;
         let dir = run_dir.join("dist").join(
@@ -232,7 +236,12 @@ impl NcclCollective {
     }
 
     /// Sum `values` over all ranks through one device buffer.
-    fn reduce<T>(&mut self, op: &'static str, values: &mut [T], how: ReduceOp) -> Result<(), CollectiveError>
+    fn reduce<T>(
+        &mut self,
+        op: &'static str,
+        values: &mut [T],
+        how: ReduceOp,
+    ) -> Result<(), CollectiveError>
     where
         T: cudarc::driver::DeviceRepr + cudarc::nccl::NcclType,
     {
@@ -294,7 +303,11 @@ impl Collective for NcclCollective {
     fn broadcast_bytes(&mut self, root: usize, bytes: &mut Vec<u8>) -> Result<(), CollectiveError> {
         let op = "broadcast_bytes";
         // Lengths first (max over ranks = root's, as the others send 0), then the bytes.
-        let mut len = [if self.rank == root { bytes.len() as u64 } else { 0 }];
+        let mut len = [if self.rank == root {
+            bytes.len() as u64
+        } else {
+            0
+        }];
         self.reduce(op, &mut len, ReduceOp::Max)?;
         if self.rank != root {
             bytes.clear();

@@ -242,7 +242,11 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
                 progress.tokens_seen += stats.tokens;
                 progress.epoch = epoch;
                 observer.step(&stats, &progress);
-                crate::collective::replicas::verify_if_due(&trainer.model, collective, trainer.step)?;
+                crate::collective::replicas::verify_if_due(
+                    &trainer.model,
+                    collective,
+                    trainer.step,
+                )?;
                 if let Some(every) = settings.validate_every_steps
                     && every > 0
                     && trainer.step.is_multiple_of(every)
