@@ -197,7 +197,8 @@ mod tests {
     fn launcher_variables_give_rank_world_and_local_rank() {
         use Launcher::*;
         // (variables, rank, world, local rank, launcher)
-        let cases: &[(&[(&str, &str)], usize, usize, usize, Launcher)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], usize, usize, usize, Launcher);
+        let cases: &[Case] = &[
             (&[], 0, 1, 0, None),
             (
                 &[("SLURM_NTASKS", "4"), ("SLURM_PROCID", "0")],
