@@ -16,3 +16,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The end-to-end tests drive the built binaries.
 cargo build --workspace --bins
 cargo test --workspace
+# Data parallelism over MPI: 2 ranks vs 1, checksum mismatch, dead ranks (docs/distributed.md).
+cargo test -p sftctl-runtime --features mpi --test dist_mpi

@@ -3,6 +3,16 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+// Data parallelism behind the seam (docs/distributed.md): the launcher's environment, the
+// parameter checksum, per-rank liveness, and the two engines.
+pub mod launch;
+pub mod liveness;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+#[cfg(feature = "nccl")]
+pub mod nccl;
+pub mod replicas;
+
 /// A collective operation failed (a peer died, the transport broke).
 #[derive(Debug, thiserror::Error)]
 pub enum CollectiveError {
@@ -23,6 +33,16 @@ pub enum CollectiveError {
         op: &'static str,
         /// Burn's message.
         message: String,
+    },
+    /// The ranks' parameters differ: the replicas drifted apart and the run cannot continue.
+    #[error(
+        "parameters differ across ranks at step {step}: rank(s) {ranks:?} disagree with rank 0 (parameter checksum)"
+    )]
+    ReplicasDiffer {
+        /// The optimizer step at which the check ran.
+        step: u64,
+        /// The ranks whose checksum differs from rank 0's (as seen by this rank).
+        ranks: Vec<usize>,
     },
 }
 
@@ -52,6 +72,12 @@ pub trait Collective {
 
     /// Rank `root`'s bytes on every rank (`bytes` is replaced on the other ranks).
     fn broadcast_bytes(&mut self, root: usize, bytes: &mut Vec<u8>) -> Result<(), CollectiveError>;
+
+    /// Compare parameter checksums across ranks every this many optimizer steps (and at the
+    /// start); `None` with one rank, where there is nothing to compare.
+    fn replica_check_every(&self) -> Option<u64> {
+        None
+    }
 
     /// Element-wise sum of a flat float tensor over all ranks.
     ///

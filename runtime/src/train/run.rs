@@ -217,6 +217,8 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
         .map(|c| c.marker.step)
         .filter(|&s| s == trainer.step);
     let mut last_validated_step: Option<u64> = None;
+    // Every rank must start from the same parameters (and stay so: checked every N steps).
+    crate::collective::replicas::verify(&trainer.model, collective, trainer.step)?;
     loop {
         // The agreed stop check at the step boundary.
         let local = stop.requested();
@@ -258,6 +260,11 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
                 progress.tokens_seen += stats.tokens;
                 progress.epoch = epoch;
                 observer.step(&stats, &progress);
+                crate::collective::replicas::verify_if_due(
+                    &trainer.model,
+                    collective,
+                    trainer.step,
+                )?;
                 if let Some(every) = settings.validate_every_steps
                     && every > 0
                     && trainer.step.is_multiple_of(every)

@@ -1,0 +1,174 @@
+//! Per-rank liveness through heartbeat files on the shared filesystem, so that a rank that dies
+//! or is stopped (SIGSTOP, a hung node) fails the whole job within a bounded time instead of
+//! leaving its peers blocked in a collective until the time limit.
+//!
+//! Each rank's thread rewrites `rank-<r>` in a directory every `period`; rank 0 watches every
+//! other rank and every other rank watches rank 0 (O(world) file reads, not O(world²)). A peer
+//! whose file has not changed for `timeout` (measured by the watcher's own clock, so clock skew
+//! between nodes does not matter) is declared dead and `on_dead` runs: the engine aborts the job.
+//! A rank that ends normally writes `done`, which is never stale. No network code: only files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Content of a heartbeat file once its rank has finished cleanly.
+pub const DONE: &str = "done";
+
+/// Default time without a heartbeat after which a peer counts as dead (env
+/// `SFTCTL_RANK_TIMEOUT_S` overrides it).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a heartbeat is written and peers are checked.
+pub const DEFAULT_PERIOD: Duration = Duration::from_secs(1);
+
+/// Heartbeat settings.
+#[derive(Debug, Clone)]
+pub struct LivenessConfig {
+    /// Directory shared by all ranks of this attempt (on the shared filesystem).
+    pub dir: PathBuf,
+    /// How often to write and check.
+    pub period: Duration,
+    /// Time without change after which a peer is dead.
+    pub timeout: Duration,
+}
+
+impl LivenessConfig {
+    /// Settings for `dir` with the default period and the timeout from `SFTCTL_RANK_TIMEOUT_S`
+    /// (seconds, may be fractional) or [`DEFAULT_TIMEOUT`].
+    pub fn from_env(dir: PathBuf) -> Result<Self, String> {
+        let timeout = match std::env::var("SFTCTL_RANK_TIMEOUT_S") {
+            Ok(v) => {
+                let secs: f64 = v
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                    .ok_or_else(|| {
+                        format!("SFTCTL_RANK_TIMEOUT_S=`{v}` is not a positive number of seconds")
+                    })?;
+                Duration::from_secs_f64(secs)
+            }
+            Err(_) => DEFAULT_TIMEOUT,
+        };
+        Ok(Self {
+            dir,
+            period: DEFAULT_PERIOD.min(timeout / 4),
+            timeout,
+        })
+    }
+}
+
+/// The running heartbeat of this rank; [`Liveness::finish`] marks it done.
+#[derive(Debug)]
+pub struct Liveness {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    own: PathBuf,
+}
+
+/// The heartbeat file of `rank` in `dir`.
+pub fn heartbeat_path(dir: &Path, rank: usize) -> PathBuf {
+    dir.join(format!("rank-{rank}"))
+}
+
+fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs_err::write(&tmp, content)?;
+    fs_err::rename(&tmp, path)
+}
+
+impl Liveness {
+    /// Write this rank's first heartbeat and start the thread. `on_dead` gets a message naming
+    /// the silent peer; it is expected not to return (it aborts the job).
+    pub fn start(
+        config: LivenessConfig,
+        rank: usize,
+        world: usize,
+        on_dead: Box<dyn Fn(String) + Send>,
+    ) -> std::io::Result<Self> {
+        fs_err::create_dir_all(&config.dir)?;
+        let own = heartbeat_path(&config.dir, rank);
+        write_atomic(&own, "0")?;
+        let watched: Vec<usize> = if rank == 0 {
+            (1..world).collect()
+        } else {
+            vec![0]
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let own_path = own.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("liveness-{rank}"))
+            .spawn(move || {
+                let started = Instant::now();
+                // Per watched peer: the last content seen and when it changed.
+                let mut seen: Vec<(usize, Option<String>, Instant)> =
+                    watched.into_iter().map(|p| (p, None, started)).collect();
+                let mut beat: u64 = 0;
+                while !flag.load(Ordering::SeqCst) {
+                    std::thread::sleep(config.period);
+                    if flag.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    beat += 1;
+                    if let Err(e) = write_atomic(&own_path, &beat.to_string()) {
+                        tracing::warn!("rank {rank}: cannot write heartbeat: {e}");
+                    }
+                    let now = Instant::now();
+                    seen.retain_mut(|(peer, last, changed)| {
+                        let content = fs_err::read_to_string(heartbeat_path(&config.dir, *peer))
+                            .ok()
+                            .map(|s| s.trim().to_string());
+                        if content.as_deref() == Some(DONE) {
+                            return false;
+                        }
+                        if content.is_some() && content != *last {
+                            *last = content;
+                            *changed = now;
+                        }
+                        true
+                    });
+                    if let Some((peer, last, changed)) = seen
+                        .iter()
+                        .find(|(_, _, changed)| now.duration_since(*changed) > config.timeout)
+                    {
+                        let what = if last.is_some() {
+                            "has not written a heartbeat"
+                        } else {
+                            "has written no heartbeat at all"
+                        };
+                        on_dead(format!(
+                            "rank {rank}: rank {peer} {what} for {:.0} s (dead, stopped or hung; `{}`): aborting the job",
+                            now.duration_since(*changed).as_secs_f64(),
+                            heartbeat_path(&config.dir, *peer).display()
+                        ));
+                        break;
+                    }
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+            own,
+        })
+    }
+
+    /// Stop the thread and mark this rank done, so peers still finishing do not count it dead
+    /// (the same as dropping it).
+    pub fn finish(self) {}
+}
+
+impl Drop for Liveness {
+    fn drop(&mut self) {
+        // Also on an error path: a rank that returns an error exits non-zero, and the launcher
+        // (mpirun, `srun --kill-on-bad-exit`) ends the job without the heartbeat's help.
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = write_atomic(&self.own, DONE);
+    }
+}
