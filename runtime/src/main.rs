@@ -21,6 +21,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Train one run (phase) of a sweep: reads `RUN_DIR/config.json`, resumes from the newest
+    /// checkpoint, writes metrics, checkpoints and the result into RUN_DIR. Exit status: 0 done,
+    /// 1 bad configuration, 2 internal error, 3 diverged, 75 stopped by a signal (requeue me).
+    Run(RunCli),
     /// Write a small random model (Hugging Face layout) with the tokenizer of `--tokenizer`.
     MakeTinyModel {
         /// `llama`, `mistral` or `granite`.
@@ -37,8 +41,57 @@ enum Command {
     },
 }
 
+#[derive(clap::Args, Debug)]
+struct RunCli {
+    /// The run's directory in the ledger.
+    run_dir: PathBuf,
+    /// Phase of a phased run (default: `$SFTCTL_PHASE`, else 0).
+    #[arg(long)]
+    phase: Option<u32>,
+    /// `flex`, `tch-cpu` or `cuda:N`.
+    #[arg(long, default_value = "flex")]
+    backend: String,
+    /// Seconds from a stop signal to the end of the checkpoint (the template's
+    /// `--signal` lead time minus a margin).
+    #[arg(long, default_value_t = 60)]
+    stop_grace_s: u64,
+    /// Held-out chat file(s) for the validation loss (default: `eval.jsonl` beside the data).
+    #[arg(long)]
+    validation: Vec<PathBuf>,
+    /// Directory for tokenized data caches (default: `RUN_DIR/cache`).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Resumable checkpoints to keep.
+    #[arg(long, default_value_t = 2)]
+    keep_last: usize,
+    /// Draw (or not) a progress bar; default: when stderr is a terminal.
+    #[arg(long)]
+    progress: Option<bool>,
+}
+
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::Run(a) = cli.command {
+        let backend = match a.backend.parse::<BackendChoice>() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return std::process::ExitCode::from(1);
+            }
+        };
+        let exit = sftctl_runtime::train::job::main(sftctl_runtime::train::job::RunArgs {
+            run_dir: a.run_dir,
+            phase: a.phase,
+            backend,
+            stop_grace: std::time::Duration::from_secs(a.stop_grace_s),
+            validation: a.validation,
+            cache_dir: a.cache_dir,
+            keep_last: a.keep_last,
+            progress: a.progress,
+        });
+        return std::process::ExitCode::from(exit.code());
+    }
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -49,6 +102,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(_) => unreachable!("handled in main"),
         Command::MakeTinyModel {
             arch,
             out,

@@ -238,6 +238,7 @@ fn resume_after_stop_mid_accumulation_equals_uninterrupted() {
     .unwrap();
     assert!(matches!(out, RunOutcome::Completed { .. }));
     let progress = Progress {
+        phase: 0,
         step: 5,
         samples_seen: 40,
         tokens_seen: log.steps.iter().map(|s| s.tokens).sum(),

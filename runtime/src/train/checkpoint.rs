@@ -92,6 +92,12 @@ pub struct TrainState {
     pub tokens_seen: u64,
     /// Epoch the sampler is in.
     pub epoch: u64,
+    /// Phase of a phased run (0 for an unphased one).
+    #[serde(default)]
+    pub phase: u32,
+    /// Step at which this phase began (its schedule counts from there).
+    #[serde(default)]
+    pub phase_start_step: u64,
     /// The data sampler's own state (opaque to the loop).
     pub sampler: serde_json::Value,
     /// Random-generator states (opaque to the loop).
@@ -148,6 +154,19 @@ fn io_err(path: &Path, e: std::io::Error) -> std::io::Error {
 /// fsync a directory so that renames and creations inside it are durable.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     fs_err::File::open(dir)?.sync_all()
+}
+
+/// Crash testing: with `SFTCTL_TEST_PAUSE_CHECKPOINT=<stage>@<step>` in the environment, the
+/// writer of step `<step>`'s checkpoint announces `paused in checkpoint at <stage>` on stderr and
+/// sleeps there, so a test can `kill -9` the process at a known point of the write. Stages:
+/// `weights` (model written, the rest not), `renamed` (directory renamed, no marker yet).
+fn test_pause(stage: &str, step: u64) {
+    if std::env::var("SFTCTL_TEST_PAUSE_CHECKPOINT").is_ok_and(|s| s == format!("{stage}@{step}")) {
+        eprintln!("paused in checkpoint at {stage}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -216,6 +235,7 @@ impl Checkpoints {
                 path: tmp.clone(),
                 message,
             })?;
+        test_pause("weights", state.step);
         let opt_path = tmp.join(OPTIMIZER_FILE);
         let bytes = optimizer
             .to_record()
@@ -245,6 +265,7 @@ impl Checkpoints {
         sync_dir(&tmp)?;
         fs_err::rename(&tmp, &dir)?;
         sync_dir(&self.root)?;
+        test_pause("renamed", state.step);
 
         let marker = Marker {
             step: state.step,
@@ -362,6 +383,13 @@ impl Checkpoints {
     }
 }
 
+/// The loop state stored in a checkpoint.
+pub fn read_state(ckpt: &CheckpointInfo) -> Result<TrainState, CheckpointError> {
+    let path = ckpt.dir.join(STATE_FILE);
+    serde_json::from_slice(&fs_err::read(&path)?)
+        .map_err(|source| CheckpointError::Json { path, source })
+}
+
 /// Load a resumable checkpoint: the model through `weights` (given stable parameter ids), the
 /// optimizer state into a fresh `optimizer`, and the loop state.
 pub fn load<M: Module>(
@@ -370,14 +398,7 @@ pub fn load<M: Module>(
     optimizer: ModuleOptimizer,
 ) -> Result<(M, ModuleOptimizer, TrainState), CheckpointError> {
     let dir = &ckpt.dir;
-    let state_path = dir.join(STATE_FILE);
-    let state: TrainState =
-        serde_json::from_slice(&fs_err::read(&state_path)?).map_err(|source| {
-            CheckpointError::Json {
-                path: state_path.clone(),
-                source,
-            }
-        })?;
+    let state = read_state(ckpt)?;
     let model = weights
         .load(dir)
         .map_err(|message| CheckpointError::Weights {

@@ -3,6 +3,9 @@
 //! It talks to other ranks only through [`crate::collective::Collective`].
 
 pub mod checkpoint;
+pub mod data;
+pub mod job;
+pub mod llama;
 pub mod optim;
 pub mod preempt;
 pub mod run;

@@ -58,6 +58,8 @@ pub struct Progress {
     pub tokens_seen: u64,
     /// Epoch of the last step.
     pub epoch: u64,
+    /// Phase of a phased run (0 for an unphased one).
+    pub phase: u32,
 }
 
 /// How often the loop validates and checkpoints.
@@ -145,6 +147,7 @@ pub fn resume<M: PackedLm, S: BatchSource>(
     trainer.model = model;
     trainer.optimizer = optimizer;
     trainer.step = state.step;
+    trainer.schedule_offset = state.phase_start_step;
     trainer.checkpoint_estimate =
         Duration::from_secs_f64(info.marker.write_seconds.max(0.01) * 1.5);
     let progress = Progress {
@@ -152,6 +155,7 @@ pub fn resume<M: PackedLm, S: BatchSource>(
         samples_seen: state.samples_seen,
         tokens_seen: state.tokens_seen,
         epoch: state.epoch,
+        phase: state.phase,
     };
     Ok(Some((progress, info)))
 }
@@ -175,6 +179,8 @@ fn save<M: PackedLm>(
         samples_seen: progress.samples_seen,
         tokens_seen: progress.tokens_seen,
         epoch: progress.epoch,
+        phase: progress.phase,
+        phase_start_step: trainer.schedule_offset,
         sampler,
         // The model has no dropout and the sampler carries its own generator, so no other
         // random state advances during training.
@@ -205,6 +211,7 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
 ) -> Result<RunOutcome, LoopError> {
     let mut last: Option<StepStats> = None;
     let mut last_saved_step: Option<u64> = None;
+    let mut last_validated_step: Option<u64> = None;
     loop {
         // The agreed stop check at the step boundary.
         let local = stop.requested();
@@ -245,6 +252,7 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
                     && trainer.step.is_multiple_of(every)
                 {
                     validate(trainer, source, collective, observer)?;
+                    last_validated_step = Some(trainer.step);
                 }
                 if let Some(every) = settings.checkpoint_every_samples
                     && every > 0
@@ -290,7 +298,7 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
             }
         }
     }
-    if settings.validate_every_steps.is_some() {
+    if settings.validate_every_steps.is_some() && last_validated_step != Some(trainer.step) {
         validate(trainer, source, collective, observer)?;
     }
     let checkpoint = if last_saved_step == Some(trainer.step) {

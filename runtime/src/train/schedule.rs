@@ -40,8 +40,11 @@ pub struct LrSchedule {
     pub peak_lr: f64,
     /// Steps of linear warmup from 0 to `peak_lr`.
     pub warmup_steps: u64,
-    /// Optimizer steps in the whole run (the decay reaches zero there).
+    /// Optimizer steps in the whole run (the decay reaches its floor there).
     pub total_steps: u64,
+    /// The decay's floor as a fraction of the peak (0: decay to zero).
+    #[serde(default)]
+    pub min_lr_ratio: f64,
 }
 
 impl LrSchedule {
@@ -59,16 +62,17 @@ impl LrSchedule {
             return step as f64 / warmup.max(1) as f64;
         }
         let decay_steps = self.total_steps.saturating_sub(warmup).max(1) as f64;
-        match self.kind {
-            ScheduleKind::Constant => 1.0,
+        let decay = match self.kind {
+            ScheduleKind::Constant => return 1.0,
             ScheduleKind::Linear => {
                 (self.total_steps.saturating_sub(step) as f64 / decay_steps).max(0.0)
             }
             ScheduleKind::Cosine => {
-                let progress = (step - warmup) as f64 / decay_steps;
+                let progress = ((step - warmup) as f64 / decay_steps).min(1.0);
                 (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0)
             }
-        }
+        };
+        self.min_lr_ratio + (1.0 - self.min_lr_ratio) * decay
     }
 }
 
@@ -90,6 +94,7 @@ mod tests {
             peak_lr: peak,
             warmup_steps: 4,
             total_steps: 10,
+            min_lr_ratio: 0.0,
         };
         let pi = std::f64::consts::PI;
         #[rustfmt::skip]
@@ -133,9 +138,31 @@ mod tests {
                 peak_lr: 2e-5,
                 warmup_steps: 0,
                 total_steps: 100,
+                min_lr_ratio: 0.0,
             };
             assert_eq!(s.lr(0), 2e-5, "{kind:?}");
         }
+    }
+
+    /// With a floor of 10%: linear halfway is 0.1 + 0.9 * 0.5 of the peak; the end is the floor.
+    #[test]
+    fn decay_stops_at_the_floor() {
+        let s = LrSchedule {
+            kind: ScheduleKind::Linear,
+            peak_lr: 1.0,
+            warmup_steps: 0,
+            total_steps: 10,
+            min_lr_ratio: 0.1,
+        };
+        assert!((s.lr(5) - 0.55).abs() < 1e-15);
+        assert!((s.lr(10) - 0.1).abs() < 1e-15);
+        assert!((s.lr(20) - 0.1).abs() < 1e-15);
+        let c = LrSchedule {
+            kind: ScheduleKind::Cosine,
+            ..s
+        };
+        assert!((c.lr(10) - 0.1).abs() < 1e-15);
+        assert!((c.lr(5) - 0.55).abs() < 1e-12);
     }
 
     #[test]

@@ -161,8 +161,10 @@ pub struct Trainer<M> {
     pub optimizer: ModuleOptimizer,
     /// Hyperparameters.
     pub settings: StepSettings,
-    /// Updates applied so far.
+    /// Updates applied so far (across phases).
     pub step: u64,
+    /// The step the current phase's schedule starts at (0 for an unphased run).
+    pub schedule_offset: u64,
     /// The device the batches are placed on.
     pub device: Device,
     /// Measured (or estimated) time to write a checkpoint, used to decide whether a stop
@@ -178,6 +180,7 @@ impl<M: PackedLm> Trainer<M> {
             model,
             settings,
             step: 0,
+            schedule_offset: 0,
             device,
             checkpoint_estimate: Duration::from_secs(5),
         }
@@ -237,7 +240,10 @@ impl<M: PackedLm> Trainer<M> {
         if !loss.is_finite() || !grad_norm.is_finite() {
             return Ok(StepOutcome::Diverged { loss, grad_norm });
         }
-        let lr = self.settings.schedule.lr(self.step);
+        let lr = self
+            .settings
+            .schedule
+            .lr(self.step.saturating_sub(self.schedule_offset));
         self.model = self.optimizer.step(lr, self.model.clone(), grads);
         let stats = StepStats {
             step: self.step,

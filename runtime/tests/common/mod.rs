@@ -126,6 +126,7 @@ pub fn settings(kind: ScheduleKind, warmup: u64, total: u64) -> StepSettings {
             peak_lr: 1e-2,
             warmup_steps: warmup,
             total_steps: total,
+            min_lr_ratio: 0.0,
         },
         max_grad_norm: Some(1.0),
     }

@@ -1,0 +1,260 @@
+//! `sftctl-train run` end to end on the tiny Llama and the bundled quickstart data: the ledger
+//! records it writes, resume after SIGUSR1 (exit 75) and after `kill -9` mid-checkpoint, both
+//! ending bit-identical to an uninterrupted run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sftctl-train"));
+    c.env_remove("SLURM_JOB_ID")
+        .env_remove("SLURM_RESTART_COUNT")
+        .env_remove("SFTCTL_PHASE")
+        .env("RUST_LOG", "info");
+    c
+}
+
+/// A tiny Llama with the data crate's Llama 3 tokenizer (it has a chat template).
+fn make_model(dir: &Path) {
+    let o = bin()
+        .args(["make-tiny-model", "--arch", "llama", "--seed", "3", "--out"])
+        .arg(dir)
+        .arg("--tokenizer")
+        .arg(repo().join("data/tests/fixtures/tiny-llama3"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A run directory as `sftctl plan` writes it: 12 steps of 8 samples, micro-batches of at most
+/// 160 tokens (several per step), checkpoints every 4 steps, validation every 6.
+fn make_run(root: &Path, model: &Path, name: &str) -> PathBuf {
+    let run = root.join(name);
+    fs_err::create_dir_all(&run).unwrap();
+    let data = repo().join("examples/data/quickstart");
+    let config = serde_json::json!({
+        "format_version": 1,
+        "run_id": name,
+        "name": name,
+        "sweep": "test",
+        "model": {"path": model},
+        "data": [{"name": "quickstart", "path": data.join("train.jsonl")}],
+        "train": {
+            "batch_size": 8, "lr": 1e-3, "warmup_steps": 3, "schedule": "cosine",
+            "max_steps": 12, "token_budget_per_gpu": 160, "max_seq_len": 160,
+            "checkpoint_every": 4, "eval_every": 6, "seed": 1
+        },
+        "phases": [0],
+    });
+    fs_err::write(run.join("config.json"), config.to_string()).unwrap();
+    run
+}
+
+fn run_to_end(run: &Path, cache: &Path) -> std::process::Output {
+    bin()
+        .arg("run")
+        .arg(run)
+        .arg("--cache-dir")
+        .arg(cache)
+        .output()
+        .unwrap()
+}
+
+fn spawn(run: &Path, cache: &Path, extra_env: &[(&str, &str)], extra: &[&str]) -> Child {
+    let mut c = bin();
+    c.arg("run")
+        .arg(run)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(extra);
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    c.stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    fs_err::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The final checkpoint's weights, Adam moments (by tensor name) and sampler state.
+fn final_state(run: &Path) -> (Vec<u8>, Vec<(String, Vec<u8>)>, serde_json::Value) {
+    let dir = run.join("checkpoints/step-12");
+    assert!(
+        dir.join("COMPLETE").is_file(),
+        "no final checkpoint in {}",
+        run.display()
+    );
+    let weights = fs_err::read(dir.join("model.safetensors")).unwrap();
+    let bytes = fs_err::read(dir.join("optimizer.bpk")).unwrap();
+    let reader = burn_pack::Reader::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes)).unwrap();
+    let mut adam: Vec<(String, Vec<u8>)> = reader
+        .tensor_names()
+        .into_iter()
+        .map(|n| (n.to_string(), reader.tensor_data(n).unwrap()))
+        .collect();
+    adam.sort();
+    let state: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(dir.join("trainer_state.json")).unwrap()).unwrap();
+    (weights, adam, state["sampler"].clone())
+}
+
+#[test]
+fn run_writes_the_ledger_and_resumes_bit_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    make_model(&model);
+    let cache = tmp.path().join("cache");
+
+    // Uninterrupted reference.
+    let a = make_run(tmp.path(), &model, "a");
+    let o = run_to_end(&a, &cache);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let metrics = lines(&a.join("metrics.jsonl"));
+    assert_eq!(metrics.len(), 12);
+    for (i, m) in metrics.iter().enumerate() {
+        assert_eq!(m["step"], i as u64 + 1);
+        assert_eq!(m["samples_seen"], 8 * (i as u64 + 1));
+        assert!(m["loss"].as_f64().unwrap().is_finite());
+        assert!(m["grad_norm"].as_f64().unwrap() > 0.0);
+        assert!(m["tokens_per_s"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(metrics[0]["lr"], 0.0, "first warmup step");
+    let first = metrics[0]["loss"].as_f64().unwrap();
+    let last = metrics[11]["loss"].as_f64().unwrap();
+    assert!(last < first, "loss went from {first} to {last}");
+    let result: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(a.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["status"], "completed");
+    assert_eq!(result["final_step"], 12);
+    assert_eq!(result["samples_seen"], 96);
+    assert_eq!(
+        lines(&a.join("validation.jsonl"))
+            .iter()
+            .map(|v| v["step"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![6, 12]
+    );
+    assert!(a.join("heartbeat/rank-0.json").is_file());
+    assert_eq!(lines(&a.join("attempts.jsonl")).len(), 1);
+    let ckpts: Vec<u64> = lines(&a.join("events/rank-0.jsonl"))
+        .iter()
+        .filter(|e| e["kind"] == "checkpoint")
+        .map(|e| e["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ckpts, vec![4, 8, 12]);
+    // Kept: the newest two.
+    assert!(!a.join("checkpoints/step-4").exists());
+    assert!(a.join("checkpoints/step-8/COMPLETE").is_file());
+    let reference = final_state(&a);
+
+    // Two identical runs are bit-identical.
+    let b = make_run(tmp.path(), &model, "b");
+    assert!(run_to_end(&b, &cache).status.success());
+    assert!(reference == final_state(&b), "two identical runs differ");
+
+    // SIGUSR1 with no grace: the step in progress is abandoned, checkpointed, exit 75; the
+    // rerun resumes and ends where the uninterrupted run ended.
+    let c = make_run(tmp.path(), &model, "c");
+    let mut child = spawn(&c, &cache, &[], &["--stop-grace-s", "0"]);
+    wait_for("step 6", Duration::from_secs(300), || {
+        lines(&c.join("metrics.jsonl")).len() >= 6
+    });
+    nix_kill(child.id(), "USR1");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(75));
+    let events = lines(&c.join("events/rank-0.jsonl"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "preempted" && e["signal"] == "USR1")
+    );
+    let o = run_to_end(&c, &cache);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(lines(&c.join("attempts.jsonl")).len(), 2);
+    assert!(
+        reference == final_state(&c),
+        "resumed after SIGUSR1 differs"
+    );
+
+    // kill -9 in the middle of the checkpoint of step 8 (after the weights, and separately after
+    // the rename before the marker): the rerun resumes from step 4 and ends identical.
+    for stage in ["weights", "renamed"] {
+        let d = make_run(tmp.path(), &model, &format!("d-{stage}"));
+        let pause = format!("{stage}@8");
+        let mut child = spawn(&d, &cache, &[("SFTCTL_TEST_PAUSE_CHECKPOINT", &pause)], &[]);
+        let mut stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            let mut seen = String::new();
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if seen.contains("paused in checkpoint") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(300))
+            .expect("never paused");
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert!(!d.join("checkpoints/step-8/COMPLETE").exists());
+        let o = run_to_end(&d, &cache);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let attempts = lines(&d.join("attempts.jsonl"));
+        assert_eq!(attempts.last().unwrap()["resumed_from_step"], 4, "{stage}");
+        assert!(
+            reference == final_state(&d),
+            "resumed after kill -9 at {stage} differs"
+        );
+    }
+}
+
+fn nix_kill(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -s {sig} {pid}");
+}
