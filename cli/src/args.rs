@@ -45,6 +45,9 @@ pub struct PlanArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Memory of one GPU in GiB: runs whose estimate exceeds it are flagged.
+    #[arg(long, default_value_t = 80.0)]
+    pub gpu_mem_gib: f64,
 }
 
 #[derive(Debug, Args)]
