@@ -36,6 +36,7 @@ pub fn run() -> i32 {
     };
     let result = match cli.command {
         args::Command::Plan(a) => cmd::plan::run(&a),
+        args::Command::Doctor(a) => cmd::doctor::run(&a),
         args::Command::Submit(a) => cmd::submit::run(&a),
         args::Command::Status(a) => cmd::status::run(&a),
         args::Command::Logs(a) => cmd::logs::run(&a),
