@@ -183,3 +183,69 @@ fn a_batch_without_loss_tokens_has_zero_loss_and_zero_gradients() {
         assert!(grads.iter().flatten().all(|&g| g == 0.0), "{opts:?}");
     }
 }
+
+/// Through the trainer (`Trainer::lean`, as `sftctl-train run` sets it from the spec): three
+/// AdamW steps with chunking and checkpointing follow the plain run's losses and norms.
+#[test]
+fn trainer_steps_with_lean_options_follow_the_plain_run() {
+    use sftctl_runtime::collective::SingleProcess;
+    use sftctl_runtime::train::{
+        AdamWSettings, LrSchedule, MicroBatch, ScheduleKind, StepOutcome, StepSettings, StopSignal,
+        Trainer, with_stable_param_ids,
+    };
+    let device = device();
+    let config = tiny_config(Arch::Granite, 61);
+    let settings = StepSettings {
+        adamw: AdamWSettings::default(),
+        schedule: LrSchedule {
+            kind: ScheduleKind::Constant,
+            peak_lr: 1e-2,
+            warmup_steps: 0,
+            total_steps: 3,
+            min_lr_ratio: 0.0,
+        },
+        max_grad_norm: Some(1.0),
+    };
+    let mb = |k: u32| MicroBatch {
+        tokens: (0..20).map(|i| (i * 7 + k) % 61).collect(),
+        positions: (0..12).chain(0..8).collect(),
+        targets: (0..20)
+            .map(|i: i32| {
+                if i % 12 < 3 {
+                    -100
+                } else {
+                    (i * 5 + k as i32) % 61
+                }
+            })
+            .collect(),
+        sample_lengths: vec![12, 8],
+    };
+    let batches = [mb(1), mb(2)];
+    let stop = StopSignal::manual(std::time::Duration::from_secs(60));
+    let run = |lean: LeanOptions| {
+        let model = with_stable_param_ids(CausalLm::random(&config, &device, 9));
+        let mut trainer = Trainer::new(model, settings, device.clone());
+        trainer.lean = lean;
+        (0..3)
+            .map(|_| {
+                match trainer
+                    .step(&batches, 2, &mut SingleProcess, &stop)
+                    .unwrap()
+                {
+                    StepOutcome::Completed(s) => (s.loss, s.grad_norm),
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let plain = run(LeanOptions::default());
+    let lean = run(LeanOptions {
+        ce_chunk_tokens: Some(4),
+        checkpoint_blocks: true,
+    });
+    assert!(plain[2].0 < plain[0].0, "the loss falls: {plain:?}");
+    for ((l0, n0), (l1, n1)) in plain.iter().zip(&lean) {
+        assert!((l0 - l1).abs() <= 1e-5 * l0, "{plain:?} vs {lean:?}");
+        assert!((n0 - n1).abs() <= 1e-4 * n0, "{plain:?} vs {lean:?}");
+    }
+}
