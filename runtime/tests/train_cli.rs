@@ -98,7 +98,14 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 /// The final checkpoint's weights, Adam moments (by tensor name) and sampler state.
-fn final_state(run: &Path) -> (Vec<u8>, Vec<(String, Vec<u8>)>, serde_json::Value) {
+#[derive(PartialEq)]
+struct FinalState {
+    weights: Vec<u8>,
+    adam: Vec<(String, Vec<u8>)>,
+    sampler: serde_json::Value,
+}
+
+fn final_state(run: &Path) -> FinalState {
     let dir = run.join("checkpoints/step-12");
     assert!(
         dir.join("COMPLETE").is_file(),
@@ -116,7 +123,11 @@ fn final_state(run: &Path) -> (Vec<u8>, Vec<(String, Vec<u8>)>, serde_json::Valu
     adam.sort();
     let state: serde_json::Value =
         serde_json::from_slice(&fs_err::read(dir.join("trainer_state.json")).unwrap()).unwrap();
-    (weights, adam, state["sampler"].clone())
+    FinalState {
+        weights,
+        adam,
+        sampler: state["sampler"].clone(),
+    }
 }
 
 #[test]
@@ -257,4 +268,61 @@ fn nix_kill(pid: u32, sig: &str) {
         .unwrap()
         .success();
     assert!(ok, "kill -s {sig} {pid}");
+}
+
+/// Phase 2 starts from phase 1's final checkpoint: fresh schedule (warmup again), samples and
+/// steps keep counting, `result.json` only after the last phase.
+#[test]
+fn phase_two_starts_from_phase_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    make_model(&model);
+    let data = repo().join("examples/data/quickstart");
+    let run = tmp.path().join("ph");
+    fs_err::create_dir_all(&run).unwrap();
+    let config = serde_json::json!({
+        "format_version": 1, "run_id": "ph", "name": "ph", "sweep": "t",
+        "model": {"path": model},
+        "data": [
+            {"name": "a", "path": data.join("train.jsonl"), "phase": 1},
+            {"name": "b", "path": data.join("eval.jsonl"), "phase": 2}
+        ],
+        "train": {"batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "max_steps": 3,
+                  "max_seq_len": 256, "token_budget_per_gpu": 256, "strategy": "phased"},
+        "phases": [1, 2],
+    });
+    fs_err::write(run.join("config.json"), config.to_string()).unwrap();
+    let cache = tmp.path().join("cache");
+    for phase in ["1", "2"] {
+        let o = bin()
+            .arg("run")
+            .arg(&run)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .env("SFTCTL_PHASE", phase)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(run.join("result.json").is_file(), phase == "2");
+    }
+    let m = lines(&run.join("metrics.jsonl"));
+    let steps: Vec<u64> = m.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    let samples: Vec<u64> = m
+        .iter()
+        .map(|r| r["samples_seen"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(samples, vec![8, 16, 24, 32, 40, 48]);
+    assert_eq!(m[0]["lr"], 0.0);
+    assert_eq!(m[3]["lr"], 0.0, "phase 2 warms up again");
+    let attempts = lines(&run.join("attempts.jsonl"));
+    assert_eq!(attempts[1]["resumed_from_step"], 3);
+    let result: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(run.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["samples_seen"], 48);
 }

@@ -223,8 +223,8 @@ impl Checkpoints {
             fs_err::remove_dir_all(&tmp)?;
         }
         if dir.exists() {
-            // Same step written before: only an incomplete one can be here (a complete one
-            // would have been resumed from, and steps only move forward).
+            // Same step written before: only an incomplete one (the loop never rewrites a
+            // complete checkpoint: `run::run` reuses it).
             fs_err::remove_dir_all(&dir)?;
         }
         fs_err::create_dir_all(&tmp)?;

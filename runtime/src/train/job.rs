@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use sftctl_data::cache::TokenCache;
-use sftctl_data::pack::{BatchConfig, Source, TailPolicy};
+use sftctl_data::pack::{BatchConfig, TailPolicy};
 use sftctl_data::samples::TokenizeOptions;
 use sftctl_data::tokenizer::ChatTokenizer;
 use sftctl_ledger::RunWriter;
@@ -165,8 +165,11 @@ struct UserError(String);
 /// Run `sftctl-train run` and map every outcome to its exit status. Errors are printed and
 /// recorded as an `error` event when the ledger can be written.
 pub fn main(args: RunArgs) -> JobExit {
+    // Colour only on a terminal and without NO_COLOR: job logs are files.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

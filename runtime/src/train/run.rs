@@ -210,12 +210,23 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
     observer: &mut O,
 ) -> Result<RunOutcome, LoopError> {
     let mut last: Option<StepStats> = None;
-    let mut last_saved_step: Option<u64> = None;
+    // A checkpoint of the current step may exist already (just resumed from it): never rewrite
+    // a complete checkpoint, a crash half-way through the rewrite would lose it.
+    let mut last_saved_step: Option<u64> = checkpoints
+        .latest_resumable()?
+        .map(|c| c.marker.step)
+        .filter(|&s| s == trainer.step);
     let mut last_validated_step: Option<u64> = None;
     loop {
         // The agreed stop check at the step boundary.
         let local = stop.requested();
         if collective.any(local.is_some())? {
+            if last_saved_step == Some(trainer.step) {
+                return Ok(RunOutcome::Stopped {
+                    reason: local.unwrap_or(StopReason::Requested),
+                    checkpoint: checkpoints.latest_resumable()?,
+                });
+            }
             let sampler = source.state();
             let checkpoint = save(
                 trainer,

@@ -18,8 +18,12 @@ pub fn device() -> Device {
     Device::flex().autodiff()
 }
 
-/// A toy model with weights fixed by `seed`.
+/// A toy model with weights fixed by `seed`. Seeding and drawing hold a lock: the generator
+/// is shared by the test threads of this binary, and another test's draws in between would
+/// change the weights.
 pub fn toy(seed: u64) -> ToyLm {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
     let device = device();
     device.seed(seed);
     with_stable_param_ids(ToyLm::new(VOCAB, DIM, MAX_POS, &device))
