@@ -55,8 +55,9 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
         for k in &axes {
             write!(out, " {k:>12}")?;
         }
-        write!(out, " {:>9}", "GPU-H")?;
-        writeln!(out, " {:>11}", "MEM/GPU")?;
+        // GPU-H stays the last column (scripts read it); MEM/GPU goes before it.
+        write!(out, " {:>11}", "MEM/GPU")?;
+        writeln!(out, " {:>9}", "GPU-H")?;
         for r in &plan.runs {
             write!(out, "{:<5} {:<12}", r.index, r.id)?;
             for k in &axes {
@@ -66,12 +67,12 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
                     r.point.get(k).map(|v| v.short()).unwrap_or_default()
                 )?;
             }
-            write!(out, " {:>9.2}", plan.gpu_hours(r))?;
             let mem = mem_of(r.index).map_or("?".to_string(), |e| {
                 let flag = if e.total() > limit { "!" } else { "" };
                 format!("{}{flag}", sftctl_memory::gib(e.total()))
             });
-            writeln!(out, " {mem:>11}")?;
+            write!(out, " {mem:>11}")?;
+            writeln!(out, " {:>9.2}", plan.gpu_hours(r))?;
         }
         out.flush()?;
         eprintln!(
