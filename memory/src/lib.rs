@@ -111,8 +111,14 @@ pub struct Estimate {
 }
 
 impl Estimate {
+    /// The peak: weights and optimizer state live throughout; the backward frees activations
+    /// while it produces gradients, so one micro-batch's gradients and the activations (with
+    /// the logits) are not alive together at their full size: the larger of the two counts.
+    /// An accumulated gradient copy (more than one micro-batch) lives beside both.
     pub fn total(&self) -> u64 {
-        self.weights + self.gradients + self.optimizer + self.activations + self.logits
+        let one_grad = self.weights;
+        let accumulated = self.gradients.saturating_sub(one_grad);
+        self.weights + self.optimizer + accumulated + one_grad.max(self.activations + self.logits)
     }
 }
 
@@ -129,6 +135,8 @@ const F32: u64 = 4;
 ///   every block with the plain graph, one block plus each block's input with checkpointing.
 /// - logits: three `[tokens × vocab]` fp32 tensors (logits, log-softmax, its saved output) over
 ///   the micro-batch, or over one chunk when the cross-entropy is chunked.
+///
+/// [`Estimate::total`] is the peak, not the sum of the terms.
 pub fn estimate(model: &ModelShape, run: &RunShape) -> Estimate {
     let p = model.params();
     let t = run.tokens_per_micro_batch;

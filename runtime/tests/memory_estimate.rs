@@ -1,8 +1,8 @@
 //! The per-GPU memory estimate (`sftctl-memory`, shown by `sftctl plan`) against this process's
 //! resident memory on CPU: weights, weights + AdamW moments after an optimizer step, and the
-//! step's peak, each within 15%. The run uses few tokens, so activations are a small share of the
-//! peak and their own term is not checked by it (method: docs/gpu.md). One test in this file, so no other test's allocations
-//! share the process.
+//! step's peak, each within 15%, at a short micro-batch (gradients decide the peak) and a long
+//! one (activations and logits decide it). Method: docs/gpu.md. One test in this file, so no
+//! other test's allocations share the process.
 
 use burn::tensor::Device;
 use sftctl_memory::{ModelShape, RunShape, estimate};
@@ -47,27 +47,36 @@ fn within(measured: u64, estimated: u64, what: &str) {
 /// the process starts: the test runs itself again with it.
 const TUNABLES: &str = "glibc.malloc.mmap_threshold=65536";
 
+/// Micro-batch lengths measured, each in its own process (`VmHWM` only grows): 16 tokens, where
+/// gradients decide the backward's peak, and 1,024, where activations and logits do.
+const LENGTHS: [&str; 2] = ["16", "1024"];
+
 #[test]
 fn estimate_matches_resident_memory_of_a_cpu_step() {
-    if std::env::var("GLIBC_TUNABLES").as_deref() != Ok(TUNABLES) {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "estimate_matches_resident_memory_of_a_cpu_step",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("GLIBC_TUNABLES", TUNABLES)
-            .output()
-            .unwrap();
-        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+    let Ok(t) = std::env::var("SFTCTL_MEM_TOKENS") else {
+        for t in LENGTHS {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "estimate_matches_resident_memory_of_a_cpu_step",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("GLIBC_TUNABLES", TUNABLES)
+                .env("SFTCTL_MEM_TOKENS", t)
+                .output()
+                .unwrap();
+            eprintln!("{t} tokens:\n{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
         return;
-    }
+    };
+    assert_eq!(std::env::var("GLIBC_TUNABLES").as_deref(), Ok(TUNABLES));
+    let t: usize = t.parse().unwrap();
     let device: Device = sftctl_runtime::backend::BackendChoice::compiled()[0]
         .device()
         .unwrap()
@@ -88,7 +97,6 @@ fn estimate_matches_resident_memory_of_a_cpu_step() {
         "tie_word_embeddings": config.tie_word_embeddings,
     }))
     .unwrap();
-    let t = 16usize;
     let e = estimate(
         &shape,
         &RunShape {
