@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Show the grid: every run's id, hyperparameters, resources and GPU-hours. Writes nothing.
     Plan(PlanArgs),
+    /// Check this machine for GPU training: glibc, libtorch, NVIDIA driver, GPUs, NCCL, MPI.
+    Doctor(DoctorArgs),
     /// Write the ledger entries and batch scripts, submit them, print job ids and exit.
     Submit(SubmitArgs),
     /// Each run's state from the ledger and Slurm (one squeue and one sacct call).
@@ -49,6 +51,22 @@ pub enum ExecutorArg {
 pub struct PlanArgs {
     /// The sweep spec (TOML).
     pub spec: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Memory of one GPU in GiB: runs whose estimate exceeds it are flagged.
+    #[arg(long, default_value_t = 80.0)]
+    pub gpu_mem_gib: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Require CUDA GPUs and libtorch (run inside an allocation).
+    #[arg(long)]
+    pub cuda: bool,
+    /// Require NCCL and MPI (data parallel over several ranks).
+    #[arg(long)]
+    pub multi_rank: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

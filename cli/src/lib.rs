@@ -5,6 +5,7 @@ pub mod args;
 pub mod cmd;
 pub mod grid;
 pub mod identity;
+pub mod memory;
 pub mod plan;
 pub mod quote;
 pub mod report;
@@ -36,6 +37,7 @@ pub fn run() -> i32 {
     };
     let result = match cli.command {
         args::Command::Plan(a) => cmd::plan::run(&a),
+        args::Command::Doctor(a) => cmd::doctor::run(&a),
         args::Command::Submit(a) => cmd::submit::run(&a),
         args::Command::Status(a) => cmd::status::run(&a),
         args::Command::Logs(a) => cmd::logs::run(&a),

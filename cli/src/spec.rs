@@ -254,6 +254,18 @@ pub const TRAIN_KEYS: &[(&str, Kind, Default, &str)] = &[
         Default::Int(0),
         "steps between evaluations (0: at the end)",
     ),
+    (
+        "ce_chunk_tokens",
+        Kind::NonNegInt,
+        Default::Int(0),
+        "loss tokens per cross-entropy chunk (0: whole micro-batch)",
+    ),
+    (
+        "activation_checkpointing",
+        Kind::OneOf(&["none", "blocks"]),
+        Default::Str("none"),
+        "recompute each decoder block in backward",
+    ),
 ];
 
 /// Looks up a hyperparameter.

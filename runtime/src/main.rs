@@ -26,6 +26,16 @@ enum Command {
     /// checkpoint, writes metrics, checkpoints and the result into RUN_DIR. Exit status: 0 done,
     /// 1 bad configuration, 2 internal error, 3 diverged, 75 stopped by a signal (requeue me).
     Run(RunCli),
+    /// Check glibc, libtorch, the NVIDIA driver, GPUs, NCCL and MPI; exit 1 on a problem the
+    /// backend needs (a `cuda:N` run does this itself before loading anything).
+    Doctor {
+        /// `flex`, `tch-cpu` or `cuda:N`.
+        #[arg(long, default_value = "cuda:0")]
+        backend: String,
+        /// Ranks of the job (more than one needs MPI, and NCCL on GPUs).
+        #[arg(long, default_value_t = 1)]
+        world_size: usize,
+    },
     /// Write a small random model (Hugging Face layout) with the project's tiny tokenizer (or the
     /// tokenizer files of `--tokenizer`).
     MakeTinyModel {
@@ -122,6 +132,9 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::from(1);
             }
         };
+        if matches!(backend, BackendChoice::TchCuda(_)) && !doctor(backend, 1) {
+            return std::process::ExitCode::from(1);
+        }
         let exit = sftctl_runtime::train::job::main(sftctl_runtime::train::job::RunArgs {
             run_dir: a.run_dir,
             phase: a.phase,
@@ -147,6 +160,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Eval(a) => eval(a),
         Command::Run(_) => unreachable!("handled in main"),
+        Command::Doctor {
+            backend,
+            world_size,
+        } => {
+            let backend: BackendChoice = backend.parse()?;
+            anyhow::ensure!(
+                doctor(backend, world_size),
+                "the environment cannot run `{backend}`"
+            );
+            Ok(())
+        }
         Command::MakeTinyModel {
             arch,
             out,
@@ -230,4 +254,18 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs the environment checks for `backend` and prints them to stderr; `false` on a problem.
+fn doctor(backend: BackendChoice, world_size: usize) -> bool {
+    let cuda = matches!(backend, BackendChoice::TchCuda(_));
+    let needs = sftctl_doctor::Needs {
+        libtorch: backend != BackendChoice::Flex,
+        cuda,
+        nccl: cuda && world_size > 1,
+        mpi: world_size > 1,
+    };
+    let findings = sftctl_doctor::check(&sftctl_doctor::Probe::system(), needs);
+    eprint!("{}", sftctl_doctor::render(&findings));
+    !findings.iter().any(|f| f.problem)
 }

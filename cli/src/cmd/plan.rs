@@ -11,6 +11,14 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
     let plan = build(spec, binary.as_deref())?;
     let total: f64 = plan.runs.iter().map(|r| plan.gpu_hours(r)).sum();
     let s = &plan.spec.slurm;
+    // The estimate needs the model's config.json; without it the plan is still shown.
+    let memory = crate::memory::estimates(&plan);
+    if let Err(e) = &memory {
+        eprintln!("note: no memory estimate: {e}");
+    }
+    let memory = memory.ok();
+    let limit = (a.gpu_mem_gib * f64::from(1u32 << 30)) as u64;
+    let mem_of = |i: usize| memory.as_ref().and_then(|m| m.get(i)).copied();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.json {
         let runs: Vec<serde_json::Value> = plan
@@ -21,6 +29,12 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
                     "run_id": r.id, "name": r.name, "train": r.config["train"],
                     "phases": r.scripts.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
                     "gpu_hours": plan.gpu_hours(r),
+                    "memory_per_gpu": mem_of(r.index).map(|e| serde_json::json!({
+                        "total_bytes": e.total(), "params": e.params, "weights": e.weights,
+                        "gradients": e.gradients, "optimizer": e.optimizer,
+                        "activations": e.activations, "logits": e.logits,
+                        "exceeds_gpu": e.total() > limit,
+                    })),
                 })
             })
             .collect();
@@ -41,6 +55,8 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
         for k in &axes {
             write!(out, " {k:>12}")?;
         }
+        // GPU-H stays the last column (scripts read it); MEM/GPU goes before it.
+        write!(out, " {:>11}", "MEM/GPU")?;
         writeln!(out, " {:>9}", "GPU-H")?;
         for r in &plan.runs {
             write!(out, "{:<5} {:<12}", r.index, r.id)?;
@@ -51,6 +67,11 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
                     r.point.get(k).map(|v| v.short()).unwrap_or_default()
                 )?;
             }
+            let mem = mem_of(r.index).map_or("?".to_string(), |e| {
+                let flag = if e.total() > limit { "!" } else { "" };
+                format!("{}{flag}", sftctl_memory::gib(e.total()))
+            });
+            write!(out, " {mem:>11}")?;
             writeln!(out, " {:>9.2}", plan.gpu_hours(r))?;
         }
         out.flush()?;
@@ -65,6 +86,30 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
             plan.phases(),
             total
         );
+        let over: Vec<&str> = plan
+            .runs
+            .iter()
+            .filter(|r| mem_of(r.index).is_some_and(|e| e.total() > limit))
+            .map(|r| r.id.as_str())
+            .collect();
+        if let Some(e) = mem_of(0) {
+            eprintln!(
+                "memory per GPU (run 0): weights {}, gradients {}, optimizer {}, activations {}, logits {} (fp32; docs/gpu.md)",
+                sftctl_memory::gib(e.weights),
+                sftctl_memory::gib(e.gradients),
+                sftctl_memory::gib(e.optimizer),
+                sftctl_memory::gib(e.activations),
+                sftctl_memory::gib(e.logits)
+            );
+        }
+        if !over.is_empty() {
+            eprintln!(
+                "warning: {} run(s) need more than the GPU's {} GiB (--gpu-mem-gib): {}\nhint: set ce_chunk_tokens, activation_checkpointing = \"blocks\", a smaller token_budget_per_gpu, or more GPUs",
+                over.len(),
+                a.gpu_mem_gib,
+                over.join(", ")
+            );
+        }
     }
     Ok(())
 }

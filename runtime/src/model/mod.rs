@@ -4,10 +4,12 @@
 
 mod input;
 mod layers;
+mod lean;
 mod loss;
 
 pub use input::{PackedBatch, PackedRow, positions_from_cu_seqlens, seq_ids_from_cu_seqlens};
 pub use layers::{Attention, AttnOpts, Block, Mlp, RmsNorm, rotate_half};
+pub use lean::{LeanOptions, loss_and_grads as lean_loss_and_grads};
 pub use loss::{IGNORE_INDEX, loss_sum, shift_labels, token_losses};
 
 use burn::module::{Module, Param};

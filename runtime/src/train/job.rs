@@ -128,6 +128,9 @@ struct TrainKeys {
     grad_clip: f64,
     checkpoint_every: u64,
     eval_every: u64,
+    // issue 9 (docs/gpu.md): memory-saving switches of the step.
+    ce_chunk_tokens: u64,
+    activation_checkpointing: String,
 }
 
 impl Default for TrainKeys {
@@ -148,6 +151,8 @@ impl Default for TrainKeys {
             grad_clip: 1.0,
             checkpoint_every: 0,
             eval_every: 0,
+            ce_chunk_tokens: 0,
+            activation_checkpointing: "none".into(),
         }
     }
 }
@@ -446,6 +451,11 @@ fn prepare(args: &RunArgs, config: &RunConfig, phase: u32) -> anyhow::Result<Pre
             };
             (trainer, source, progress, 0)
         }
+    };
+    let mut trainer = trainer;
+    trainer.lean = crate::model::LeanOptions {
+        ce_chunk_tokens: (t.ce_chunk_tokens > 0).then_some(t.ce_chunk_tokens as usize),
+        checkpoint_blocks: t.activation_checkpointing == "blocks",
     };
     let settings = LoopSettings {
         total_steps: trainer.schedule_offset + phase_steps,

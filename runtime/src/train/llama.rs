@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::model::CausalLm;
+use burn::optim::GradientsParams;
+
+use crate::model::{CausalLm, IGNORE_INDEX, LeanOptions, lean_loss_and_grads};
 use crate::train::checkpoint::WeightsIo;
-use crate::train::step::PackedLm;
+use crate::train::step::{IGNORE, MicroBatch, PackedLm, plain_loss_and_grads};
 use crate::weights::{SaveDtype, load_model, save_model};
 
 impl PackedLm for CausalLm {
@@ -27,6 +29,50 @@ impl PackedLm for CausalLm {
         let t = ids.len();
         let seq_ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
         self.forward(tokens, positions, seq_ids)
+    }
+
+    fn loss_and_grads(
+        &self,
+        batch: &MicroBatch,
+        denominator: f64,
+        device: &Device,
+        lean: LeanOptions,
+    ) -> (f64, GradientsParams) {
+        if lean.is_plain() {
+            return plain_loss_and_grads(self, batch, denominator, device);
+        }
+        let t = batch.tokens.len();
+        let ints = |v: &[u32]| {
+            let v: Vec<i64> = v.iter().map(|&x| i64::from(x)).collect();
+            Tensor::<2, Int>::from_data(TensorData::new(v, [1, t]), device)
+        };
+        let ids: Vec<i64> = batch
+            .sample_lengths
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &n)| std::iter::repeat_n(i as i64, n))
+            .collect();
+        let seq_ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), device);
+        let targets: Vec<i64> = batch
+            .targets
+            .iter()
+            .map(|&x| {
+                if x == IGNORE {
+                    IGNORE_INDEX
+                } else {
+                    i64::from(x)
+                }
+            })
+            .collect();
+        lean_loss_and_grads(
+            self,
+            ints(&batch.tokens),
+            ints(&batch.positions),
+            seq_ids,
+            &targets,
+            1.0 / denominator,
+            lean,
+        )
     }
 }
 

@@ -11,6 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::collective::{Collective, CollectiveError};
+use crate::model::LeanOptions;
 use crate::train::optim::{AdamWSettings, clip_by_global_norm};
 use crate::train::preempt::StopSignal;
 use crate::train::schedule::LrSchedule;
@@ -31,6 +32,32 @@ pub trait PackedLm: Module + Clone {
         positions: Tensor<2, Int>,
         sample_lengths: &[usize],
     ) -> Tensor<3>;
+
+    /// Summed loss of `batch` and the gradients of that sum divided by `denominator`. The default is the plain
+    /// graph; a model may trade compute for memory as `lean` asks (see `crate::model::lean`).
+    fn loss_and_grads(
+        &self,
+        batch: &MicroBatch,
+        denominator: f64,
+        device: &Device,
+        lean: LeanOptions,
+    ) -> (f64, GradientsParams) {
+        let _ = lean;
+        plain_loss_and_grads(self, batch, denominator, device)
+    }
+}
+
+/// The plain graph: [`loss_sum`], then one backward of it divided by `denominator`.
+pub fn plain_loss_and_grads<M: PackedLm>(
+    model: &M,
+    batch: &MicroBatch,
+    denominator: f64,
+    device: &Device,
+) -> (f64, GradientsParams) {
+    let sum = loss_sum(model, batch, device);
+    let loss = sum.clone().div_scalar(denominator);
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    (f64::from(sum.into_scalar::<f32>()), grads)
 }
 
 /// One micro-batch on the host: whole samples concatenated into one row.
@@ -170,6 +197,8 @@ pub struct Trainer<M> {
     /// Measured (or estimated) time to write a checkpoint, used to decide whether a stop
     /// request leaves time to finish the current step.
     pub checkpoint_estimate: Duration,
+    /// Memory-saving options of the loss and backward (chunked cross-entropy, checkpointing).
+    pub lean: LeanOptions,
 }
 
 impl<M: PackedLm> Trainer<M> {
@@ -183,6 +212,7 @@ impl<M: PackedLm> Trainer<M> {
             schedule_offset: 0,
             device,
             checkpoint_estimate: Duration::from_secs(5),
+            lean: LeanOptions::default(),
         }
     }
 
@@ -214,11 +244,11 @@ impl<M: PackedLm> Trainer<M> {
         let rounds = agree_points.max(micro_batches.len());
         for round in 0..rounds {
             if let Some(mb) = micro_batches.get(round) {
-                let sum = loss_sum(&self.model, mb, &self.device);
-                let loss = sum.clone().div_scalar(denominator);
-                let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+                let (sum, grads) =
+                    self.model
+                        .loss_and_grads(mb, denominator, &self.device, self.lean);
                 accumulator.accumulate(&self.model, grads);
-                local_loss_sum += f64::from(sum.into_scalar::<f32>());
+                local_loss_sum += sum;
             }
             if round + 1 < rounds {
                 let done = (round + 1).min(micro_batches.len()).max(1);
