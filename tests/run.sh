@@ -18,3 +18,19 @@ cargo build --workspace --bins
 cargo test --workspace
 # Data parallelism over MPI: 2 ranks vs 1, checksum mismatch, dead ranks (docs/distributed.md).
 cargo test -p sftctl-runtime --features mpi --test dist_mpi
+# The libtorch backend (tch-CPU): the model's parity with transformers and the weights round trip,
+# built against the venv's torch (docs/runtime.md) in a target dir of its own so the flex
+# artifacts are not rebuilt. Skipped only where no venv with torch exists.
+venv="${SFTCTL_VENV:-/opt/sftctl-venv}"
+if [ -x "$venv/bin/python" ]; then
+  (
+    export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"
+    export LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1
+    export LD_LIBRARY_PATH="$("$venv/bin/python" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/tch"
+    cargo test -p sftctl-runtime --features tch --test model_parity --test weights_io
+  )
+elif [ -n "${SFTCTL_REQUIRE_PYTHON:-}" ]; then
+  echo "SFTCTL_REQUIRE_PYTHON is set but $venv has no python" >&2
+  exit 1
+fi
