@@ -29,6 +29,13 @@ pub struct PlannedRun {
     pub scripts: Vec<(u32, String)>,
 }
 
+impl PlannedRun {
+    /// The run's phases (`[0]` unless it is phased).
+    pub fn phases(&self) -> Vec<u32> {
+        self.scripts.iter().map(|(p, _)| *p).collect()
+    }
+}
+
 /// A spec turned into runs.
 #[derive(Debug)]
 pub struct Plan {
@@ -41,17 +48,17 @@ impl Plan {
     pub fn sweep_dir(&self) -> sftctl_ledger::SweepDir {
         self.ledger.sweep(&self.spec.name)
     }
-    /// GPU-hours one run may use at most (nodes × GPUs × time limit).
-    pub fn gpu_hours_per_run(&self) -> f64 {
+    /// GPU-hours a run may use at most: nodes × GPUs × time limit, per phase job.
+    pub fn gpu_hours(&self, run: &PlannedRun) -> f64 {
         let s = &self.spec.slurm;
-        f64::from(s.nodes * s.gpus_per_node) * s.time_s as f64 / 3600.0
+        f64::from(s.nodes * s.gpus_per_node) * s.time_s as f64 / 3600.0 * run.scripts.len() as f64
     }
-    /// Phases each run has.
-    pub fn phases(&self) -> Vec<u32> {
-        self.runs
-            .first()
-            .map(|r| r.scripts.iter().map(|(p, _)| *p).collect())
-            .unwrap_or_default()
+    /// The distinct phase lists of the runs (`[[0]]` for an unphased sweep).
+    pub fn phases(&self) -> Vec<Vec<u32>> {
+        let mut v: Vec<Vec<u32>> = self.runs.iter().map(PlannedRun::phases).collect();
+        v.sort();
+        v.dedup();
+        v
     }
 }
 
@@ -224,11 +231,11 @@ mod tests {
     #[test]
     fn phased_runs_get_a_script_per_phase() {
         let p = plan("[train]\nstrategy = \"phased\"\n");
-        assert_eq!(p.phases(), vec![1, 2]);
+        assert_eq!(p.phases(), vec![vec![1, 2]]);
         assert!(p.runs[0].scripts[1].1.contains("export SFTCTL_PHASE=2"));
         assert_eq!(p.runs[0].config["data"][0]["path"], "/tmp/x/a.jsonl");
         let q = plan("");
-        assert_eq!(q.phases(), vec![0]);
+        assert_eq!(q.phases(), vec![vec![0]]);
         assert_eq!(q.runs[0].config["train"]["lr"], 2e-5);
     }
 }

@@ -144,21 +144,31 @@ pub fn query_slurm(slurm: &Slurm, job_ids: &[String]) -> anyhow::Result<Schedule
     match slurm.sacct(&missing)? {
         Accounting::Disabled => view.accounting_disabled = true,
         Accounting::Rows(rows) => {
-            // The allocation line wins; a `.batch` line stands in when it is missing.
+            // The allocation line wins; a `.batch` line stands in when it is missing. A line
+            // for tasks that never split off (`97_[0-2]`, `CANCELLED` while pending) stands for
+            // each of those tasks that has no line of its own.
             let mut steps: HashMap<String, JobState> = HashMap::new();
+            let mut unsplit: Vec<(u64, Vec<u32>, JobState)> = Vec::new();
             for row in rows {
                 let key = row.job_id.without_step().to_string();
-                if row.job_id.step.is_none() {
-                    view.jobs.insert(
-                        key,
-                        JobView {
-                            state: Some(from_slurm(&row.state)),
-                            raw: Some(row.state.to_string()),
-                            reason: None,
-                        },
-                    );
-                } else if row.job_id.step.as_deref() == Some("batch") {
-                    steps.insert(key, row.state);
+                match (&row.job_id.step, &row.job_id.array) {
+                    (None, Some(part @ ArrayPart::Pending(_))) => {
+                        unsplit.push((row.job_id.job, part.tasks(), row.state));
+                    }
+                    (None, _) => {
+                        view.jobs.insert(
+                            key,
+                            JobView {
+                                state: Some(from_slurm(&row.state)),
+                                raw: Some(row.state.to_string()),
+                                reason: None,
+                            },
+                        );
+                    }
+                    (Some(step), _) if step == "batch" => {
+                        steps.insert(key, row.state);
+                    }
+                    _ => {}
                 }
             }
             for (k, st) in steps {
@@ -168,6 +178,27 @@ pub fn query_slurm(slurm: &Slurm, job_ids: &[String]) -> anyhow::Result<Schedule
                     reason: None,
                 });
             }
+            for (job, tasks, st) in unsplit {
+                for t in tasks {
+                    view.jobs
+                        .entry(JobId::task(job, t).to_string())
+                        .or_insert_with(|| JobView {
+                            state: Some(from_slurm(&st)),
+                            raw: Some(st.to_string()),
+                            reason: None,
+                        });
+                }
+            }
+        }
+    }
+    // An array cancelled before it split into tasks has one accounting line for the whole
+    // array (`63`, not `63_0`): it stands for every task.
+    for id in &missing {
+        if id.array.is_some()
+            && !view.jobs.contains_key(&id.to_string())
+            && let Some(whole) = view.jobs.get(&id.job.to_string()).cloned()
+        {
+            view.jobs.insert(id.to_string(), whole);
         }
     }
     Ok(view)
@@ -468,6 +499,68 @@ mod tests {
             at: Timestamp::now(),
             message: None,
         }
+    }
+
+    /// Stand-in squeue/sacct printing what Slurm printed in these situations (captured on the
+    /// test cluster): one call each, and every id resolved.
+    #[test]
+    fn scheduler_answers_for_arrays_steps_and_unsplit_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = |name: &str, body: &str| {
+            let p = dir.path().join(name);
+            fs_err::write(
+                &p,
+                format!(
+                    "#!/bin/sh\necho {name} >> {}/calls\ncat <<'X'\n{body}X\n",
+                    dir.path().display()
+                ),
+            )
+            .unwrap();
+            std::process::Command::new("chmod")
+                .arg("+x")
+                .arg(&p)
+                .status()
+                .unwrap();
+        };
+        script(
+            "squeue",
+            "12_[2-3%1]|PENDING|JobArrayTaskLimit|0:00||sft.s.a\n12_1|RUNNING|None|0:03|n1|sft.s.a\n13|COMPLETING|None|0:09|n2|sft.s.b\n",
+        );
+        script(
+            "sacct",
+            "97_0|CANCELLED by 1001|0:0|00:00:00|n1|sft.s.c\n97_0.batch|FAILED|15:0|00:00:00|n1|batch\n97_[0-2]|CANCELLED by 1001|0:0|00:00:00|None assigned|sft.s.c\n63|CANCELLED by 0|0:0|00:00:00|None assigned|sft.s.d\n70.batch|FAILED|1:0|00:00:01|n1|batch\n",
+        );
+        let slurm = Slurm {
+            bin_dir: Some(dir.path().to_owned()),
+            env: vec![],
+        };
+        let ids: Vec<String> = [
+            "12_1", "12_2", "12_3", "13", "97_0", "97_2", "63_1", "70", "71",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let v = query_slurm(&slurm, &ids).unwrap();
+        let st = |id: &str| v.jobs.get(id).and_then(|j| j.state);
+        use RunState::*;
+        let table: &[(&str, Option<RunState>)] = &[
+            ("12_1", Some(Running)),
+            ("12_2", Some(Pending)),
+            ("12_3", Some(Pending)),
+            ("13", Some(Completing)),
+            ("97_0", Some(Cancelled)),
+            ("97_2", Some(Cancelled)),
+            ("63_1", Some(Cancelled)),
+            ("70", Some(Failed)),
+            ("71", None),
+        ];
+        for (id, want) in table {
+            assert_eq!(st(id), *want, "{id}");
+        }
+        assert_eq!(v.jobs["12_2"].reason.as_deref(), Some("JobArrayTaskLimit"));
+        assert_eq!(v.jobs["97_2"].raw.as_deref(), Some("CANCELLED by 1001"));
+        let calls = fs_err::read_to_string(dir.path().join("calls")).unwrap();
+        assert_eq!(calls, "squeue\nsacct\n");
     }
 
     #[test]

@@ -1,1 +1,283 @@
-//! The end-to-end test harness: a real Slurm cluster on loopback, sandboxes, and helpers that drive the built binaries.
+//! The end-to-end test harness: one real Slurm cluster on loopback shared by all tests (started
+//! by `tests/slurm/start.sh`), a lock that runs Slurm tests one at a time, sandboxes owned by
+//! the unprivileged user `sftctl-test`, and helpers that drive the built `sftctl` binary.
+
+use anyhow::{Context, Result, bail};
+use sftctl_ledger::Claim;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The user that sftctl and the jobs run as in permission-sensitive tests.
+pub const TEST_USER: &str = "sftctl-test";
+
+/// Repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+/// The built `sftctl` binary, next to the test executable's `deps/` directory.
+pub fn sftctl_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join("sftctl");
+    assert!(
+        p.is_file(),
+        "`{}` is missing: run `cargo build -p sftctl` first (tests/run.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// True when the Slurm tests must run (CI sets `SFTCTL_REQUIRE_SLURM=1`); otherwise they are
+/// skipped, with a message, on machines without root or Slurm.
+fn required() -> bool {
+    std::env::var("SFTCTL_REQUIRE_SLURM").is_ok_and(|v| v == "1")
+}
+
+/// Starts the shared cluster once per test process (the script is idempotent across
+/// processes). `None` when Slurm is unavailable and not required.
+pub fn cluster() -> Option<()> {
+    static UP: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = UP.get_or_init(|| {
+        let root = nix::unistd::Uid::effective().is_root();
+        let have = Path::new("/usr/sbin/slurmctld").exists();
+        if !root || !have {
+            return Err(format!(
+                "Slurm tests need root and Slurm (root: {root}, slurmctld: {have})"
+            ));
+        }
+        let out = Command::new("bash")
+            .arg(repo().join("tests/slurm/start.sh"))
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "tests/slurm/start.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
+    });
+    match r {
+        Ok(()) => Some(()),
+        Err(e) if required() => panic!("{e}"),
+        Err(e) => {
+            eprintln!("skipping: {e} (set SFTCTL_REQUIRE_SLURM=1 to fail instead)");
+            None
+        }
+    }
+}
+
+/// Holds the cluster for one test: Slurm tests run one at a time across test processes.
+pub struct ClusterLock {
+    _claim: Claim,
+}
+
+/// Starts the cluster if needed and takes the one-test-at-a-time lock.
+pub fn lock_cluster() -> Option<ClusterLock> {
+    cluster()?;
+    let claim = Claim::acquire(
+        Path::new("/tmp/sftctl-slurm-tests.lock"),
+        Duration::from_secs(3600),
+        Duration::from_secs(1800),
+    )
+    .expect("Slurm test lock");
+    Some(ClusterLock { _claim: claim })
+}
+
+/// A directory owned by the test user, removed at the end.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    /// Run sftctl as [`TEST_USER`] (true) or as the current user.
+    pub as_user: bool,
+    /// Extra environment for sftctl.
+    pub env: Vec<(String, String)>,
+}
+
+impl Sandbox {
+    /// A sandbox; with `as_user`, owned by and used as [`TEST_USER`].
+    pub fn new(as_user: bool) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("sftctl-e2e-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let s = Self {
+            dir,
+            as_user,
+            env: Vec::new(),
+        };
+        fs_err::copy(
+            repo().join("tests/payload/fake-train.sh"),
+            s.path().join("fake-train.sh"),
+        )
+        .expect("copy payload");
+        if as_user {
+            s.chown();
+        }
+        s
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn chown(&self) {
+        let st = Command::new("chown")
+            .args(["-R", TEST_USER])
+            .arg(self.path())
+            .status()
+            .expect("chown");
+        assert!(st.success());
+    }
+
+    /// Writes a file (and gives it to the test user).
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path().join(name);
+        fs_err::write(&p, text).expect("write");
+        if self.as_user {
+            self.chown();
+        }
+        p
+    }
+
+    /// The command that runs `sftctl args` in the sandbox.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = if self.as_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", TEST_USER, "--", "env"]);
+            for (k, v) in &self.env {
+                c.arg(format!("{k}={v}"));
+            }
+            c.arg(sftctl_bin());
+            c
+        } else {
+            let mut c = Command::new(sftctl_bin());
+            c.envs(self.env.iter().map(|(k, v)| (k, v)));
+            c
+        };
+        c.args(args).current_dir(self.path()).stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `sftctl args` to completion.
+    pub fn sftctl(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running sftctl")
+    }
+
+    /// Runs `sftctl args` and insists on exit code 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.sftctl(args);
+        assert!(
+            o.status.success(),
+            "sftctl {args:?} failed ({}):\n{}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `sftctl status SPEC --json`, parsed.
+    pub fn status(&self, spec: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["status", spec, "--json"])).expect("status --json is JSON")
+    }
+
+    /// Polls status until `pred` holds; fails after `timeout` with the last status.
+    pub fn wait_for(
+        &self,
+        spec: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        let start = Instant::now();
+        loop {
+            let s = self.status(spec);
+            if pred(&s) {
+                return Ok(s);
+            }
+            if start.elapsed() > timeout {
+                bail!("timed out after {timeout:?}; last status:\n{s:#}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// States of the runs of a status document, sorted by run name.
+pub fn states(status: &serde_json::Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = status["runs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    (
+                        r["name"].as_str().unwrap_or("").to_owned(),
+                        r["state"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// True when every run of a status document is in `state`.
+pub fn all_in(status: &serde_json::Value, state: &str) -> bool {
+    status["runs"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty() && a.iter().all(|r| r["state"] == state))
+}
+
+/// Jobs Slurm has (squeue) whose name starts with `prefix`: `(job id, state)`.
+pub fn squeue_jobs(prefix: &str) -> Result<Vec<(String, String)>> {
+    let out = Command::new("squeue")
+        .args(["-h", "-r", "-o", "%i|%T|%j"])
+        .output()
+        .context("squeue")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.splitn(3, '|').collect();
+            (f.len() == 3 && f[2].starts_with(prefix)).then(|| (f[0].to_owned(), f[1].to_owned()))
+        })
+        .collect())
+}
+
+/// A listing of every file under `dir` with its content hash: compares ledgers before/after.
+pub fn tree_digest(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, d: &Path, out: &mut Vec<(String, String)>) {
+        let Ok(rd) = fs_err::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p
+                .strip_prefix(base)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            if p.is_dir() && !p.is_symlink() {
+                out.push((rel.clone(), "dir".into()));
+                walk(base, &p, out);
+            } else {
+                let h = sftctl_ledger::io::sha256_file(&p).unwrap_or_default();
+                out.push((rel, h));
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A minimal spec for the fake payload.
+pub fn spec_text(name: &str, extra: &str) -> String {
+    format!(
+        "[sweep]\nname = \"{name}\"\nledger = \"ledger\"\n[model]\npath = \"model\"\n[run]\nbinary = \"./fake-train.sh\"\n[slurm]\ntime = \"5\"\n{extra}"
+    )
+}

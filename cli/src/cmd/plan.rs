@@ -9,7 +9,7 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
     let spec = Spec::load(&a.spec)?;
     let binary = spec.binary.clone();
     let plan = build(spec, binary.as_deref())?;
-    let gh = plan.gpu_hours_per_run();
+    let total: f64 = plan.runs.iter().map(|r| plan.gpu_hours(r)).sum();
     let s = &plan.spec.slurm;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.json {
@@ -20,14 +20,14 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
                 serde_json::json!({
                     "run_id": r.id, "name": r.name, "train": r.config["train"],
                     "phases": r.scripts.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-                    "gpu_hours": gh,
+                    "gpu_hours": plan.gpu_hours(r),
                 })
             })
             .collect();
         let doc = serde_json::json!({
             "sweep": plan.spec.name, "ledger": plan.ledger.root(), "runs": runs,
             "resources": {"nodes": s.nodes, "gpus_per_node": s.gpus_per_node, "cpus_per_task": s.cpus_per_task, "time": s.time},
-            "total_gpu_hours": gh * plan.runs.len() as f64,
+            "total_gpu_hours": total,
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
@@ -51,7 +51,7 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
                     r.point.get(k).map(|v| v.short()).unwrap_or_default()
                 )?;
             }
-            writeln!(out, " {gh:>9.2}")?;
+            writeln!(out, " {:>9.2}", plan.gpu_hours(r))?;
         }
         out.flush()?;
         eprintln!(
@@ -63,7 +63,7 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
             s.cpus_per_task,
             s.time,
             plan.phases(),
-            gh * plan.runs.len() as f64
+            total
         );
     }
     Ok(())

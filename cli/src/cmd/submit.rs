@@ -272,13 +272,31 @@ fn submit_slurm(
     todo: &[usize],
     lines: &mut Vec<(String, String, String)>,
 ) -> anyhow::Result<()> {
+    // Runs with the same phases (a grid may vary `strategy`) are batched together.
+    let mut groups: std::collections::BTreeMap<Vec<u32>, Vec<usize>> = Default::default();
+    for &i in todo {
+        groups.entry(plan.runs[i].phases()).or_default().push(i);
+    }
+    for (phases, members) in &groups {
+        submit_group(plan, sweep, slurm, phases, members, lines)?;
+    }
+    Ok(())
+}
+
+fn submit_group(
+    plan: &Plan,
+    sweep: &SweepDir,
+    slurm: &Slurm,
+    phases: &[u32],
+    todo: &[usize],
+    lines: &mut Vec<(String, String, String)>,
+) -> anyhow::Result<()> {
     let s = &plan.spec.slurm;
-    let phases = plan.phases();
     for chunk in todo.chunks(if s.array { MAX_ARRAY } else { 1 }) {
         // Phase k+1 of a chunk waits for phase k: `afterok` for a single job, `aftercorr`
         // (task i after task i) for an array.
         let mut prev: Option<(String, bool)> = None;
-        for &phase in &phases {
+        for &phase in phases {
             let array = chunk.len() > 1;
             let token = crate::cmd::submit::new_token();
             let name = batch_job_name(sweep.name(), &token);
@@ -390,11 +408,10 @@ fn submit_local(
     lines: &mut Vec<(String, String, String)>,
 ) -> anyhow::Result<()> {
     let token = new_token();
-    let phases = plan.phases();
     let entries: Vec<BatchEntry> = todo
         .iter()
         .flat_map(|&i| {
-            phases.iter().map(move |&p| BatchEntry {
+            plan.runs[i].phases().into_iter().map(move |p| BatchEntry {
                 run_id: plan.runs[i].id.clone(),
                 phase: p,
             })
