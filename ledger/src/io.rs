@@ -1,7 +1,7 @@
 //! Crash-safe file primitives: atomic JSON documents, single-writer JSONL logs and tolerant
 //! readers. Nothing here takes a lock.
 
-use crate::{Error, Result};
+use crate::{Error, Result, failpoint};
 use fs_err as fs;
 use serde::{Serialize, de::DeserializeOwned};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -27,9 +27,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     ));
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
+        failpoint::hit("atomic.tmp_created", || {});
+        failpoint::hit("atomic.tmp_half_written", || {
+            let _ = f.write_all(&bytes[..bytes.len() / 2]);
+        });
         f.write_all(bytes)?;
         f.sync_all()?;
+        failpoint::hit("atomic.tmp_synced", || {});
         fs::rename(&tmp, path)?;
+        failpoint::hit("atomic.renamed", || {});
         sync_dir(dir);
         Ok(())
     })();
@@ -117,7 +123,11 @@ impl JsonlWriter {
             source,
         })?;
         line.push(b'\n');
+        failpoint::hit("jsonl.half_line", || {
+            let _ = self.file.write_all(&line[..line.len() / 2]);
+        });
         self.file.write_all(&line)?;
+        failpoint::hit("jsonl.line_written", || {});
         if self.sync {
             self.file.sync_data()?;
         }

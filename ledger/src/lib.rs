@@ -7,6 +7,7 @@
 //! ([`claim::Claim`]), which cannot hang on NFS. See `docs/ledger.md` for the layout.
 
 pub mod claim;
+pub mod failpoint;
 pub mod io;
 pub mod layout;
 pub mod read;
