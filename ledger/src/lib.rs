@@ -45,6 +45,10 @@ pub enum Error {
         host: String,
         since: String,
     },
+    #[error(
+        "`{path}` is a symbolic link or leaves the ledger; sftctl does not write through links planted in a ledger"
+    )]
+    Escape { path: PathBuf },
     #[error("`{0}` is not set; the runtime finds its run directory through it")]
     MissingEnv(&'static str),
 }
