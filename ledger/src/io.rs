@@ -27,15 +27,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     ));
     let result = (|| {
         let mut f = create_new(&tmp)?;
-        failpoint::hit("atomic.tmp_created", || {});
+        failpoint::hit("atomic.tmp_created", || {})?;
         failpoint::hit("atomic.tmp_half_written", || {
             let _ = f.write_all(&bytes[..bytes.len() / 2]);
-        });
+        })?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        failpoint::hit("atomic.tmp_synced", || {});
+        failpoint::hit("atomic.tmp_synced", || {})?;
         fs::rename(&tmp, path)?;
-        failpoint::hit("atomic.renamed", || {});
+        failpoint::hit("atomic.renamed", || {})?;
         sync_dir(dir);
         Ok(())
     })();
@@ -137,9 +137,9 @@ impl JsonlWriter {
         line.push(b'\n');
         failpoint::hit("jsonl.half_line", || {
             let _ = self.file.write_all(&line[..line.len() / 2]);
-        });
+        })?;
         self.file.write_all(&line)?;
-        failpoint::hit("jsonl.line_written", || {});
+        failpoint::hit("jsonl.line_written", || {})?;
         if self.sync {
             self.file.sync_data()?;
         }

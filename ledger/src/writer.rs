@@ -135,7 +135,7 @@ impl RunWriter {
         for f in &files {
             fs::File::open(staging.join(f))?.sync_all()?;
         }
-        failpoint::hit("checkpoint.files_synced", || {});
+        failpoint::hit("checkpoint.files_synced", || {})?;
         write_json_atomic(
             &staging.join("COMPLETE"),
             &CheckpointMarker {
@@ -145,13 +145,13 @@ impl RunWriter {
                 written_at: Timestamp::now(),
             },
         )?;
-        failpoint::hit("checkpoint.marker_written", || {});
+        failpoint::hit("checkpoint.marker_written", || {})?;
         let dest = self.dir.checkpoints().join(format!("step-{step}"));
         if dest.exists() {
             fs::remove_dir_all(&dest)?;
         }
         fs::rename(&staging, &dest)?;
-        failpoint::hit("checkpoint.renamed", || {});
+        failpoint::hit("checkpoint.renamed", || {})?;
         self.event(EventKind::Checkpoint {
             step,
             path: format!("checkpoints/step-{step}"),

@@ -29,7 +29,15 @@ fn writer_bin() -> &'static str {
 }
 
 fn spec(dir: &Path, fail: bool) -> String {
-    let seeds: Vec<String> = (0..ARMED + RANDOM).map(|s| s.to_string()).collect();
+    spec_with(
+        dir,
+        if fail { ", REL_FAILPOINTS = \"1\"" } else { "" },
+        ARMED + RANDOM,
+    )
+}
+
+fn spec_with(dir: &Path, vars: &str, n_seeds: u64) -> String {
+    let seeds: Vec<String> = (0..n_seeds).map(|s| s.to_string()).collect();
     format!(
         "[sweep]\nname = \"crash\"\nledger = \"ledger\"\nexecutor = \"local\"\nmax_parallel = 8\n\
          [model]\npath = \"model\"\n[run]\nbinary = \"{bin}\"\n[train]\nmax_steps = {STEPS}\n\
@@ -37,7 +45,7 @@ fn spec(dir: &Path, fail: bool) -> String {
         bin = writer_bin(),
         seeds = seeds.join(", "),
         acks = dir.join("acks").display(),
-        fp = if fail { ", REL_FAILPOINTS = \"1\"" } else { "" },
+        fp = vars,
     )
 }
 
@@ -161,7 +169,12 @@ fn status(spec: &Path) -> Result<serde_json::Value, String> {
 
 /// Runs `submit` while readers poll the ledger and `sftctl status`, killing random writers.
 /// Returns (reads, status calls, random kills).
-fn submit_under_fire(dir: &Path, extra: &[&str], rng: &mut Rng) -> (usize, usize, usize) {
+fn submit_under_fire(
+    dir: &Path,
+    extra: &[&str],
+    rng: &mut Rng,
+    random_kills: bool,
+) -> (usize, usize, usize) {
     let spec_path = dir.join("sweep.toml");
     let sweep = dir.join("ledger/sweeps/crash");
     let done = Arc::new(AtomicBool::new(false));
@@ -212,7 +225,7 @@ fn submit_under_fire(dir: &Path, extra: &[&str], rng: &mut Rng) -> (usize, usize
     let start = Instant::now();
     while submit.try_wait().unwrap().is_none() {
         assert!(start.elapsed() < Duration::from_secs(240), "submit hangs");
-        if extra.is_empty() {
+        if extra.is_empty() && random_kills {
             for run in run_dirs(&sweep) {
                 if run.join("config.json").is_file() && config_seed(&run) >= ARMED {
                     let at = *kill_at
@@ -266,7 +279,7 @@ fn writers_killed_at_every_failpoint_and_at_random_lose_nothing_and_resume() {
     std::fs::write(dir.join("sweep.toml"), spec(dir, true)).unwrap();
     let sweep = dir.join("ledger/sweeps/crash");
 
-    let (reads, n_status, random_kills) = submit_under_fire(dir, &[], &mut rng);
+    let (reads, n_status, random_kills) = submit_under_fire(dir, &[], &mut rng, true);
     let st = status(&dir.join("sweep.toml")).unwrap();
     let runs = st["runs"].as_array().unwrap();
     assert_eq!(runs.len() as u64, ARMED + RANDOM);
@@ -305,7 +318,7 @@ fn writers_killed_at_every_failpoint_and_at_random_lose_nothing_and_resume() {
 
     // The retry, without failpoints: every run resumes from its last complete checkpoint.
     std::fs::write(dir.join("sweep.toml"), spec(dir, false)).unwrap();
-    let (reads2, n_status2, _) = submit_under_fire(dir, &["--retry-failed"], &mut rng);
+    let (reads2, n_status2, _) = submit_under_fire(dir, &["--retry-failed"], &mut rng, true);
     let st = status(&dir.join("sweep.toml")).unwrap();
     for row in st["runs"].as_array().unwrap() {
         assert_eq!(row["state"], "completed", "{row:#}");
@@ -338,4 +351,69 @@ fn writers_killed_at_every_failpoint_and_at_random_lose_nothing_and_resume() {
         reads + reads2,
         n_status + n_status2
     );
+}
+
+#[test]
+fn a_full_disk_at_every_failpoint_fails_the_write_and_the_retry_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("acks")).unwrap();
+    let spec_path = dir.join("sweep.toml");
+    std::fs::write(
+        &spec_path,
+        spec_with(dir, ", REL_FAILPOINTS = \"1\", REL_ENOSPC = \"1\"", ARMED),
+    )
+    .unwrap();
+    let sweep = dir.join("ledger/sweeps/crash");
+    let mut rng = Rng(1);
+    submit_under_fire(dir, &[], &mut rng, false);
+    let st = status(&spec_path).unwrap();
+    let mut before = BTreeMap::new();
+    for run in run_dirs(&sweep) {
+        assert_acks_survived(dir, &run);
+        check_readable(&run).unwrap();
+        let id = run.file_name().unwrap().to_string_lossy().into_owned();
+        let row = st["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["run_id"] == id.as_str())
+            .unwrap();
+        // The writer reports the full disk and stops: a failed run, not a crash or a hang.
+        assert_eq!(row["state"], "failed", "{row:#}");
+        assert_eq!(row["reason"], "exit code 1", "{row:#}");
+        let log = std::fs::read_dir(run.join("logs"))
+            .unwrap()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect::<String>();
+        assert!(log.contains("No space left on device"), "{log}");
+        // No temporary is left behind by a failed atomic write.
+        let mut all = Vec::new();
+        let mut stack = vec![run.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                }
+                all.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        assert!(!all.iter().any(|n| n.contains(".tmp.")), "{all:?}");
+        before.insert(
+            run.clone(),
+            latest_checkpoint(&run).unwrap().map_or(0, |c| c.0),
+        );
+    }
+    std::fs::write(&spec_path, spec_with(dir, "", ARMED)).unwrap();
+    submit_under_fire(dir, &["--retry-failed"], &mut rng, false);
+    let st = status(&spec_path).unwrap();
+    for row in st["runs"].as_array().unwrap() {
+        assert_eq!(row["state"], "completed", "{row:#}");
+    }
+    for run in run_dirs(&sweep) {
+        let (attempts, _) = read_jsonl::<Attempt>(&layout::RunDir::at(&run).attempts()).unwrap();
+        assert_eq!(attempts.last().unwrap().resumed_from_step, before[&run]);
+        assert_eq!(latest_checkpoint(&run).unwrap().unwrap().0, STEPS);
+    }
 }

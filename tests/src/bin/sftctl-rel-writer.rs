@@ -5,8 +5,9 @@
 //!
 //! Usage (as a sweep's job command): `sftctl-rel-writer run RUN_DIR`. Environment:
 //! `REL_ACK_DIR` (where acknowledgements go, one file per run), `REL_FAILPOINTS=1` (arm the
-//! ledger failpoint this run's seed selects, see `failpoint_for_seed`), `REL_STEP_MS` (sleep per
-//! step, default 15).
+//! ledger failpoint this run's seed selects, see `failpoint_for_seed`), `REL_ENOSPC=1` (the
+//! failpoint fails the write with ENOSPC instead of killing), `REL_STEP_MS` (sleep per step,
+//! default 15).
 
 use anyhow::{Context, Result, bail};
 use sftctl_ledger::failpoint::NAMES;
@@ -58,6 +59,10 @@ fn main() -> Result<()> {
         && std::env::var_os("SFTCTL_FAILPOINT").is_none()
         && let Some(fp) = failpoint_for_seed(seed)
     {
+        let fp = match std::env::var_os("REL_ENOSPC") {
+            Some(_) => format!("{fp}:enospc"),
+            None => fp,
+        };
         let e = std::process::Command::new(std::env::current_exe()?)
             .args(&args[1..])
             .env("SFTCTL_FAILPOINT", fp)
