@@ -264,6 +264,16 @@ fn concurrent_submits_and_a_killed_submit_leave_one_job_per_point() {
     for r in s["runs"].as_array().unwrap() {
         assert_eq!(r["attempt"], 1, "{r}");
     }
+    // One sbatch in all: one submitted batch, every run's job a task of it.
+    let batches: Vec<serde_json::Value> =
+        std::fs::read_dir(sb.path().join("ledger/sweeps/race/batches"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .map(|e| serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap())
+            .collect();
+    assert_eq!(batches.len(), 1, "{batches:?}");
+    assert_eq!(batches[0]["state"], "submitted");
     sb.wait_for(spec, T, |s| all_in(s, "completed")).unwrap();
 
     // A submit killed between sbatch and the ledger write: a stand-in sbatch runs the real one,
@@ -491,5 +501,89 @@ fn two_node_job_launches_one_task_per_node() {
     assert!(
         script.contains("#SBATCH --nodes=2") && script.contains("srun --ntasks-per-node=1"),
         "{script}"
+    );
+}
+
+#[test]
+fn a_submission_refused_part_way_leaves_no_orphan_and_resumes() {
+    let Some(_lock) = lock_cluster() else { return };
+    let sb = Sandbox::new(true);
+    // A stand-in sbatch that lets test-only calls and two submissions through, then refuses
+    // the way a QOS limit does.
+    let bin = sb.path().join("qos-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let count = sb.path().join("qos-bin/count");
+    std::fs::write(
+        bin.join("sbatch"),
+        format!(
+            "#!/bin/bash\ncase \" $* \" in *--test-only*) exec /usr/bin/sbatch \"$@\";; esac\n\
+             n=$(( $(cat {c} 2>/dev/null || echo 0) + 1 )); echo $n > {c}\n\
+             if [ $n -ge 3 ]; then echo 'sbatch: error: QOSMaxSubmitJobPerUserLimit' >&2; exit 1; fi\n\
+             exec /usr/bin/sbatch \"$@\"\n",
+            c = count.display()
+        ),
+    )
+    .unwrap();
+    for c in ["squeue", "sacct", "scancel"] {
+        std::os::unix::fs::symlink(format!("/usr/bin/{c}"), bin.join(c)).unwrap();
+    }
+    std::process::Command::new("chown")
+        .args(["-R", TEST_USER])
+        .arg(&bin)
+        .status()
+        .unwrap();
+    std::process::Command::new("chmod")
+        .args(["-R", "a+rx"])
+        .arg(&bin)
+        .status()
+        .unwrap();
+    let spec = "qos.toml";
+    sb.write(
+        spec,
+        &spec_text(
+            "qos",
+            "array = false\n[env]\nvars = { SFT_STEPS = \"1\" }\n[grid]\nseed = [0, 1, 2, 3]\n",
+        ),
+    );
+    let o = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            TEST_USER,
+            "--",
+            "env",
+            &format!("SFTCTL_SLURM_BIN={}", bin.display()),
+        ])
+        .arg(sftctl_bin())
+        .args(["submit", spec])
+        .current_dir(sb.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("QOSMaxSubmitJobPerUserLimit") && err.contains("2 run(s) submitted before it"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
+    let s = sb.status(spec);
+    let submitted = s["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["attempt"] == 1)
+        .count();
+    assert_eq!(submitted, 2, "{s:#}");
+    // The next submit (QOS freed) sends only the two that were refused.
+    let out = sb.ok(&["submit", spec]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    sb.wait_for(spec, T, |s| all_in(s, "completed")).unwrap();
+    let s = sb.status(spec);
+    assert!(
+        s["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["attempt"] == 1),
+        "{s:#}"
     );
 }

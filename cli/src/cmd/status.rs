@@ -25,7 +25,10 @@ fn fmt_eta(s: Option<f64>) -> String {
 
 /// Statuses of one sweep; reconciles leftover intents when no submit holds the sweep.
 pub fn sweep_status(sw: &SweepRef, slurm: &Slurm) -> anyhow::Result<(Vec<RunStatus>, bool)> {
-    if let Ok(Some(_c)) = Claim::try_acquire(&sw.dir.lock_path(), Duration::from_secs(600)) {
+    // Reconcile only an existing sweep (status must not create one) that no submit holds.
+    if sw.dir.path().join("sweep.json").exists()
+        && let Ok(Some(_c)) = Claim::try_acquire(&sw.dir.lock_path(), Duration::from_secs(600))
+    {
         reconcile(&sw.dir, slurm)?;
     }
     let ids = sw.dir.read_sweep()?.map(|r| r.runs).unwrap_or_default();

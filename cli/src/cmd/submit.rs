@@ -187,12 +187,12 @@ pub fn run(a: &SubmitArgs) -> anyhow::Result<()> {
     }
 
     let mut lines = Vec::new();
-    if !todo.is_empty() {
-        match executor {
-            Executor::Slurm => submit_slurm(&plan, &sweep, &slurm, &todo, &mut lines)?,
-            Executor::Local => submit_local(&plan, &sweep, &todo, a.wait, &mut lines)?,
-        }
-    }
+    // Jobs submitted before a refusal are printed too, then the refusal is reported.
+    let outcome = match (todo.is_empty(), executor) {
+        (true, _) => Ok(()),
+        (false, Executor::Slurm) => submit_slurm(&plan, &sweep, &slurm, &todo, &mut lines),
+        (false, Executor::Local) => submit_local(&plan, &sweep, &todo, a.wait, &mut lines),
+    };
     drop(_claim);
     let mut out = std::io::stdout().lock();
     if a.json {
@@ -210,10 +210,11 @@ pub fn run(a: &SubmitArgs) -> anyhow::Result<()> {
             writeln!(out, "{job}\t{id}\t{name}")?;
         }
     }
+    outcome?;
     eprintln!(
-        "sftctl: sweep `{}`: {} run(s) submitted, {skipped} already submitted{}",
+        "sftctl: sweep `{}`: {} job(s) submitted, {skipped} run(s) already submitted{}",
         plan.spec.name,
-        todo.len(),
+        lines.len(),
         if a.retry_failed {
             " and not failed"
         } else {
