@@ -296,10 +296,16 @@ pub fn derive(
         tokens_per_s: snap.last_metric.as_ref().map(|m| m.tokens_per_s),
         eta_s: None,
         heartbeat_age_s: snap.heartbeat.as_ref().map(|h| h.at.age_s()),
-        error: snap.errors.last().map(|e| match &e.kind {
-            sftctl_ledger::EventKind::Error { message } => format!("rank {}: {message}", e.rank),
-            _ => String::new(),
-        }),
+        error: snap
+            .errors
+            .last()
+            .map(|e| match &e.kind {
+                sftctl_ledger::EventKind::Error { message } => {
+                    format!("rank {}: {message}", e.rank)
+                }
+                _ => String::new(),
+            })
+            .or_else(|| snap.unreadable.first().cloned()),
     };
     for (i, s) in subs.iter().enumerate() {
         let v = jobs(s);

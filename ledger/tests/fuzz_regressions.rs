@@ -57,6 +57,24 @@ fn seeds_and_findings_replay() {
     assert!(n >= 3, "{n} files");
 }
 
+#[test]
+fn a_damaged_document_is_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(
+        run.join("run.json"),
+        b"{\"format_version\": 1, \"run_id\": tor",
+    )
+    .unwrap();
+    std::fs::write(run.join("result.json"), b"\x00\x01").unwrap();
+    std::fs::write(run.join("metrics.jsonl"), b"{\"step\": 1, \"lo").unwrap();
+    let s = read_run(&run, true).unwrap();
+    assert!(s.record.is_none() && s.result.is_none() && s.last_metric.is_none());
+    assert_eq!(s.unreadable.len(), 2, "{:?}", s.unreadable);
+    assert!(s.unreadable[0].contains("run.json"), "{:?}", s.unreadable);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
