@@ -6,6 +6,9 @@ use crate::spec::{Source, SpecError, Val, check_value};
 use std::collections::BTreeMap;
 use toml::Spanned;
 
+/// The most points a grid may have before exclusions (each becomes a run with its own script).
+pub const MAX_POINTS: usize = 100_000;
+
 /// One grid point: the value of every axis.
 pub type Point = BTreeMap<String, Val>;
 
@@ -140,6 +143,18 @@ pub fn expand(
                 format!("`[[grid.exclude]]` names `{k}`, which is not a grid axis"),
             ));
         }
+    }
+    // Checked before expanding: a forged spec (eight axes of a hundred values) must be an
+    // error, not an allocation of 10^16 points.
+    let total = groups
+        .iter()
+        .try_fold(1usize, |n, g| n.checked_mul(g.rows.len()))
+        .filter(|&n| n <= MAX_POINTS);
+    if total.is_none() {
+        return Err(src.error(
+            Some(grid.span()),
+            format!("the grid has more than {MAX_POINTS} points before exclusions\nhint: split the sweep"),
+        ));
     }
     let mut points = vec![Point::new()];
     for g in &groups {

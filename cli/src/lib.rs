@@ -28,6 +28,12 @@ pub fn user_err<T>(msg: impl Into<String>) -> anyhow::Result<T> {
 
 /// Runs the command line and returns the process exit code.
 pub fn run() -> i32 {
+    // Nothing sftctl writes, nor the jobs it starts (they inherit the umask; sbatch passes it on
+    // as SLURM_UMASK), is world-writable, whatever the umask; group and other read follow it.
+    // Set before any thread exists, so the set-and-restore cannot race.
+    use nix::sys::stat::{Mode, umask};
+    let old = umask(Mode::S_IWGRP | Mode::S_IWOTH);
+    umask(old | Mode::S_IWOTH);
     let cli = match args::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

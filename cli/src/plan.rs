@@ -94,6 +94,21 @@ pub fn build(spec: Spec, binary: Option<&str>) -> Result<Plan, SpecError> {
         }
     };
     let ledger_root = std::path::absolute(&spec.ledger).unwrap_or_else(|_| spec.ledger.clone());
+    // Run directories go into `#SBATCH --output=`, which no shell reads (quotes are not
+    // undone, a newline ends the directive and starts shell code, `%` is a Slurm pattern).
+    let root_text = ledger_root.to_string_lossy();
+    if !root_text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_-.,:=@+/".contains(&b))
+    {
+        return Err(spec.source.error(
+            None,
+            format!(
+                "ledger root `{}` may hold only letters, digits and `_-.,:=@+/`: run directories go into `#SBATCH --output`\nhint: set `sweep.ledger` to a plainer path",
+                root_text.escape_debug()
+            ),
+        ));
+    }
     let ledger = Ledger::at(ledger_root);
     let sweep_dir = ledger.sweep(&spec.name);
     let data_ident = serde_json::to_value(&spec.data).unwrap_or_default();

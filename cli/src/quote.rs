@@ -11,7 +11,9 @@ pub fn is_plain_word(s: &str) -> bool {
 /// Quotes `s` for a POSIX shell: plain words stay as they are, anything else is single-quoted
 /// with embedded single quotes as `'\''`.
 pub fn shell_quote(s: &str) -> String {
-    if is_plain_word(s) {
+    // `[...]` is a glob pattern to a shell (`job.s[h]` would become `job.sh`); sbatch strips the
+    // quotes from `#SBATCH` values, so quoting it is right in both places.
+    if is_plain_word(s) && !s.contains(['[', ']']) {
         s.to_owned()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -33,6 +35,7 @@ mod tests {
             ("it's", r"'it'\''s'"),
             ("a\nb", "'a\nb'"),
             ("`x`;y|z&", "'`x`;y|z&'"),
+            ("job.s[h]", "'job.s[h]'"),
         ];
         for (input, want) in table {
             assert_eq!(shell_quote(input), *want, "{input:?}");
@@ -49,6 +52,7 @@ mod tests {
             "x\ny",
             "`id`",
             "*",
+            "[a-z]*",
         ] {
             let script = format!("printf %s {}", shell_quote(v));
             let out = sftctl_slurm::run_cmd(&["sh".into(), "-c".into(), script], None, &[], None)

@@ -296,10 +296,16 @@ pub fn derive(
         tokens_per_s: snap.last_metric.as_ref().map(|m| m.tokens_per_s),
         eta_s: None,
         heartbeat_age_s: snap.heartbeat.as_ref().map(|h| h.at.age_s()),
-        error: snap.errors.last().map(|e| match &e.kind {
-            sftctl_ledger::EventKind::Error { message } => format!("rank {}: {message}", e.rank),
-            _ => String::new(),
-        }),
+        error: snap
+            .errors
+            .last()
+            .map(|e| match &e.kind {
+                sftctl_ledger::EventKind::Error { message } => {
+                    format!("rank {}: {message}", e.rank)
+                }
+                _ => String::new(),
+            })
+            .or_else(|| snap.unreadable.first().cloned()),
     };
     for (i, s) in subs.iter().enumerate() {
         let v = jobs(s);
@@ -329,6 +335,18 @@ pub fn derive(
         }
     } else if st.state == RunState::Lost && !snap.errors.is_empty() {
         st.state = RunState::Failed;
+    }
+    // Neither squeue nor sacct reports the job, but its own heartbeat is fresh: it is alive.
+    // Calling it lost would let `submit --retry-failed` run the point a second time.
+    if st.state == RunState::Lost
+        && snap.result.is_none()
+        && let Some(h) = &snap.heartbeat
+        && h.job_id.is_some()
+        && h.job_id == st.job_id
+        && h.at.age_s() <= stale_after_s
+    {
+        st.state = RunState::Running;
+        st.reason = Some("not reported by squeue or sacct; heartbeat fresh".into());
     }
     if st.state == RunState::Running && st.heartbeat_age_s.is_some_and(|a| a > stale_after_s) {
         st.state = RunState::Stalled;

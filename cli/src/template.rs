@@ -67,7 +67,12 @@ impl Renderer {
             Value::from_safe_string(
                 words
                     .iter()
-                    .map(|w| shell_quote(w))
+                    .enumerate()
+                    // A first word with `=` would be a variable assignment, not the command.
+                    .map(|(i, w)| match i == 0 && w.contains('=') {
+                        true => format!("'{}'", w.replace('\'', r"'\''")),
+                        false => shell_quote(w),
+                    })
                     .collect::<Vec<_>>()
                     .join(" "),
             )
@@ -153,6 +158,14 @@ mod tests {
         c.nodes = 2;
         let s = Renderer::default_template().render(&c).unwrap();
         assert!(s.contains("srun --ntasks-per-node=1"), "{s}");
+    }
+
+    #[test]
+    fn a_first_word_with_equals_stays_the_command() {
+        let mut c = ctx();
+        c.command = vec!["A=1".into(), "B=2".into(), "x[1]".into()];
+        let s = Renderer::default_template().render(&c).unwrap();
+        assert!(s.contains("\n'A=1' B=2 'x[1]' &\n"), "{s}");
     }
 
     #[test]

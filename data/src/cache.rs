@@ -158,12 +158,33 @@ impl TokenCache {
         }
         let n = u64_at(&map, 16) as usize;
         let n_tokens = u64_at(&map, 24) as usize;
-        let want = HEADER + (n + 1) * 8 + n * 8 + n_tokens * 5;
-        if map.len() != want {
-            return Err(bad(&format!("{} bytes, header says {want}", map.len())));
+        // Checked: forged counts must not wrap around to the file's real size.
+        let want = n
+            .checked_mul(16)
+            .and_then(|x| x.checked_add(HEADER + 8))
+            .and_then(|x| x.checked_add(n_tokens.checked_mul(5)?));
+        if want != Some(map.len()) {
+            return Err(bad(&format!(
+                "{} bytes, header says {n} samples of {n_tokens} tokens",
+                map.len()
+            )));
         }
         if Sha256::digest(&map[HEADER..])[..] != map[64..96] {
             return Err(bad("checksum mismatch"));
+        }
+        // The checksum proves the content intact, not well formed: offsets must start at 0,
+        // never decrease and end at the token count, or reads would slice out of bounds.
+        let mut prev = 0u64;
+        for i in 0..=n {
+            let o = u64_at(&map, HEADER + i * 8);
+            if (i == 0 && o != 0)
+                || o < prev
+                || o > n_tokens as u64
+                || (i == n && o != n_tokens as u64)
+            {
+                return Err(bad(&format!("sample offset {i} is {o}, out of order")));
+            }
+            prev = o;
         }
         let dropped = DropCounts {
             too_long: u64_at(&map, 96),

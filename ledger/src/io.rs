@@ -1,7 +1,7 @@
 //! Crash-safe file primitives: atomic JSON documents, single-writer JSONL logs and tolerant
 //! readers. Nothing here takes a lock.
 
-use crate::{Error, Result};
+use crate::{Error, Result, failpoint};
 use fs_err as fs;
 use serde::{Serialize, de::DeserializeOwned};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -26,10 +26,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         TMP_SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = create_new(&tmp)?;
+        failpoint::hit("atomic.tmp_created", || {})?;
+        failpoint::hit("atomic.tmp_half_written", || {
+            let _ = f.write_all(&bytes[..bytes.len() / 2]);
+        })?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        failpoint::hit("atomic.tmp_synced", || {})?;
         fs::rename(&tmp, path)?;
+        failpoint::hit("atomic.renamed", || {})?;
         sync_dir(dir);
         Ok(())
     })();
@@ -37,6 +43,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Creates a new file for writing; fails if anything (a planted symbolic link too) has the
+/// name. Mode `0666` less the umask, as for any file.
+pub fn create_new(path: &Path) -> Result<fs::File> {
+    Ok(fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?)
 }
 
 /// Serializes `value` as pretty JSON and writes it with [`write_atomic`].
@@ -89,10 +104,13 @@ impl JsonlWriter {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
+        use fs_err::os::unix::fs::OpenOptionsExt;
+        // O_NOFOLLOW: a link planted in place of a log must not redirect appends elsewhere.
         let mut file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .open(path)?;
         let len = file.metadata()?.len();
         if len > 0 {
@@ -117,7 +135,11 @@ impl JsonlWriter {
             source,
         })?;
         line.push(b'\n');
+        failpoint::hit("jsonl.half_line", || {
+            let _ = self.file.write_all(&line[..line.len() / 2]);
+        })?;
         self.file.write_all(&line)?;
+        failpoint::hit("jsonl.line_written", || {})?;
         if self.sync {
             self.file.sync_data()?;
         }

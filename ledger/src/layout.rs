@@ -63,6 +63,7 @@ impl Ledger {
         SweepDir {
             path: self.root.join("sweeps").join(name),
             name: name.to_owned(),
+            root: self.root.clone(),
         }
     }
 
@@ -92,6 +93,7 @@ impl Ledger {
 pub struct SweepDir {
     path: PathBuf,
     name: String,
+    root: PathBuf,
 }
 
 impl SweepDir {
@@ -104,6 +106,7 @@ impl SweepDir {
     pub fn run(&self, run_id: &str) -> RunDir {
         RunDir {
             path: self.path.join("runs").join(run_id),
+            root: Some(self.root.clone()),
         }
     }
     /// The claim file that serializes `sftctl submit`/`cancel` of this sweep.
@@ -123,13 +126,16 @@ impl SweepDir {
         read_json(&self.path.join("sweep.json"))
     }
     pub fn write_sweep(&self, r: &SweepRecord) -> Result<()> {
+        refuse_links(&self.root, &self.path.join("sweep.json"))?;
         write_json_atomic(&self.path.join("sweep.json"), r)
     }
     /// Keeps the spec text that was submitted, beside the sweep record.
     pub fn write_spec(&self, text: &str) -> Result<()> {
+        refuse_links(&self.root, &self.path.join("spec.toml"))?;
         write_atomic(&self.path.join("spec.toml"), text.as_bytes())
     }
     pub fn write_batch(&self, b: &Batch) -> Result<()> {
+        refuse_links(&self.root, &self.batch_path(&b.token))?;
         write_json_atomic(&self.batch_path(&b.token), b)
     }
     /// Every batch record, oldest first (by creation time, then token).
@@ -155,6 +161,7 @@ impl SweepDir {
     /// Creates `batches/<token>/<i>` symlinks to each entry's run directory.
     pub fn link_batch(&self, b: &Batch) -> Result<()> {
         let dir = self.batch_links(&b.token);
+        refuse_links(&self.root, &dir)?;
         fs::create_dir_all(&dir)?;
         for (i, e) in b.entries.iter().enumerate() {
             let link = dir.join(i.to_string());
@@ -184,11 +191,16 @@ impl SweepDir {
             .unwrap_or_else(|| "runtime".into());
         let dir = self.path.join("bin").join(&sha);
         let dest = dir.join(&file_name);
+        refuse_links(&self.root, &dest)?;
         if !dest.exists() {
             fs::create_dir_all(&dir)?;
             let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
-            fs::copy(source, &tmp)?;
-            fs::File::open(&tmp)?.sync_all()?;
+            // Created new (a planted link is refused) with the umask's mode, not the source's.
+            let mut out = crate::io::create_new(&tmp)?;
+            std::io::copy(&mut fs::File::open(source)?, &mut out)?;
+            out.sync_all()?;
+            drop(out);
+            executable(&tmp)?;
             fs::rename(&tmp, &dest)?;
         }
         Ok(RuntimeBinary {
@@ -219,12 +231,24 @@ impl SweepDir {
 #[derive(Debug, Clone)]
 pub struct RunDir {
     path: PathBuf,
+    /// The ledger root when known (sftctl's writes): nothing is written through a symbolic
+    /// link planted below it.
+    root: Option<PathBuf>,
 }
 
 impl RunDir {
     /// A run directory at an explicit path (the runtime gets it on its command line).
     pub fn at(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            root: None,
+        }
+    }
+    fn guard(&self, target: &Path) -> Result<()> {
+        match &self.root {
+            Some(root) => refuse_links(root, target),
+            None => Ok(()),
+        }
     }
     pub fn path(&self) -> &Path {
         &self.path
@@ -280,32 +304,78 @@ impl RunDir {
         read_json(&self.run_json())
     }
     pub fn write_run(&self, r: &RunRecord) -> Result<()> {
+        self.guard(&self.logs())?;
+        self.guard(&self.run_json())?;
         fs::create_dir_all(self.logs())?;
         write_json_atomic(&self.run_json(), r)
     }
     pub fn write_config(&self, config: &serde_json::Value) -> Result<()> {
+        self.guard(&self.config_json())?;
         write_json_atomic(&self.config_json(), config)
     }
     pub fn write_script(&self, phase: u32, text: &str) -> Result<()> {
         let p = self.script(phase);
+        self.guard(&p)?;
         write_atomic(&p, text.as_bytes())?;
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
-        Ok(())
+        executable(&p)
     }
     /// Appends a submission; the caller holds the sweep's submit claim (single writer).
     pub fn append_submission(&self, s: &Submission) -> Result<()> {
+        self.guard(&self.submissions())?;
         append_jsonl(&self.submissions(), s, true)
     }
     pub fn read_submissions(&self) -> Result<Vec<Submission>> {
         Ok(read_jsonl(&self.submissions())?.0)
     }
     pub fn write_local_job(&self, j: &LocalJob) -> Result<()> {
-        write_json_atomic(&self.local_dir().join(format!("{}.json", j.job_id)), j)
+        let p = self.local_dir().join(format!("{}.json", j.job_id));
+        self.guard(&p)?;
+        write_json_atomic(&p, j)
     }
     pub fn read_local_job(&self, job_id: &str) -> Result<Option<LocalJob>> {
         read_json(&self.local_dir().join(format!("{job_id}.json")))
     }
+}
+
+/// Refuses a write to `target` when a directory or file between `root` (exclusive) and it is a
+/// symbolic link: a link planted in a shared ledger must not redirect sftctl's writes outside
+/// it. The root itself may be a link (a user's `~/ledger` pointing at scratch).
+fn refuse_links(root: &Path, target: &Path) -> Result<()> {
+    let Ok(rel) = target.strip_prefix(root) else {
+        return Err(Error::Escape {
+            path: target.to_owned(),
+        });
+    };
+    if rel
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(Error::Escape {
+            path: target.to_owned(),
+        });
+    }
+    let mut p = root.to_path_buf();
+    for c in rel.components() {
+        p.push(c);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => return Err(Error::Escape { path: p }),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+/// Adds execute permission wherever the file (created under the umask) has read permission,
+/// so a script gets `0777 & !umask` rather than a fixed mode.
+fn executable(p: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(p)?.permissions().mode() & 0o777;
+    fs::set_permissions(
+        p,
+        std::fs::Permissions::from_mode(mode | ((mode & 0o444) >> 2)),
+    )?;
+    Ok(())
 }
 
 /// File name of a phase's batch script (`job.sh`, or `job.phase<k>.sh` for phased runs).

@@ -7,6 +7,7 @@
 //! ([`claim::Claim`]), which cannot hang on NFS. See `docs/ledger.md` for the layout.
 
 pub mod claim;
+pub mod failpoint;
 pub mod io;
 pub mod layout;
 pub mod read;
@@ -45,6 +46,10 @@ pub enum Error {
         host: String,
         since: String,
     },
+    #[error(
+        "`{path}` is a symbolic link or leaves the ledger; sftctl does not write through links planted in a ledger"
+    )]
+    Escape { path: PathBuf },
     #[error("`{0}` is not set; the runtime finds its run directory through it")]
     MissingEnv(&'static str),
 }

@@ -22,18 +22,34 @@ pub struct RunSnapshot {
     /// The newest heartbeat over all ranks.
     pub heartbeat: Option<Heartbeat>,
     pub result: Option<RunResult>,
+    /// Documents that exist but do not parse (`path: error`); read as absent so that one
+    /// damaged file does not hide the rest of the sweep.
+    pub unreadable: Vec<String>,
 }
 
 /// Reads a run directory. With `full_events`, every event log is read to collect errors;
 /// otherwise only each log's last record.
 pub fn read_run(run_dir: &Path, full_events: bool) -> Result<RunSnapshot> {
     let d = RunDir::at(run_dir);
+    fn doc<T>(r: Result<Option<T>>, unreadable: &mut Vec<String>) -> Result<Option<T>> {
+        match r {
+            Err(e @ crate::Error::Json { .. }) => {
+                unreadable.push(e.to_string());
+                Ok(None)
+            }
+            r => r,
+        }
+    }
+    let mut unreadable = Vec::new();
+    let record = doc(d.read_run(), &mut unreadable)?;
+    let result = doc(read_json(&d.result()), &mut unreadable)?;
     let mut s = RunSnapshot {
-        record: d.read_run()?,
+        record,
         submissions: read_jsonl(&d.submissions())?.0,
         last_attempt: last_jsonl(&d.attempts())?,
         last_metric: last_jsonl(&d.metrics())?,
-        result: read_json(&d.result())?,
+        result,
+        unreadable,
         ..Default::default()
     };
     for p in list(&d.events_dir())? {

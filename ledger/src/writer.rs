@@ -4,7 +4,7 @@
 use crate::io::{JsonlWriter, append_jsonl, read_json, write_json_atomic};
 use crate::layout::RunDir;
 use crate::records::*;
-use crate::{Error, Result};
+use crate::{Error, Result, failpoint};
 use fs_err as fs;
 use std::path::{Path, PathBuf};
 
@@ -135,6 +135,7 @@ impl RunWriter {
         for f in &files {
             fs::File::open(staging.join(f))?.sync_all()?;
         }
+        failpoint::hit("checkpoint.files_synced", || {})?;
         write_json_atomic(
             &staging.join("COMPLETE"),
             &CheckpointMarker {
@@ -144,11 +145,13 @@ impl RunWriter {
                 written_at: Timestamp::now(),
             },
         )?;
+        failpoint::hit("checkpoint.marker_written", || {})?;
         let dest = self.dir.checkpoints().join(format!("step-{step}"));
         if dest.exists() {
             fs::remove_dir_all(&dest)?;
         }
         fs::rename(&staging, &dest)?;
+        failpoint::hit("checkpoint.renamed", || {})?;
         self.event(EventKind::Checkpoint {
             step,
             path: format!("checkpoints/step-{step}"),

@@ -156,11 +156,13 @@ impl Fields<'_> {
     fn opt_usize(&self, field: &str) -> Result<Option<usize>, ConfigError> {
         match self.get(field) {
             None => Ok(None),
+            // Bounded: sizes multiply into allocations and tensor shapes, so a forged
+            // `config.json` must be an error here, not an overflow or a huge allocation later.
             Some(v) => v
                 .as_u64()
-                .filter(|n| *n > 0)
+                .filter(|n| *n > 0 && *n <= MAX_CONFIG_INT)
                 .map(|n| Some(n as usize))
-                .ok_or_else(|| self.bad(field, v, "a positive integer")),
+                .ok_or_else(|| self.bad(field, v, "a positive integer up to 2^24")),
         }
     }
 
@@ -203,6 +205,11 @@ impl Fields<'_> {
         }
     }
 }
+
+/// Largest integer a `config.json` size may hold (vocabularies, widths, positions).
+const MAX_CONFIG_INT: u64 = 1 << 24;
+/// Most layers a config may ask for (every layer is built before its weights are checked).
+const MAX_LAYERS: usize = 4096;
 
 impl ModelConfig {
     /// Reads and checks `config.json` (a file, or a directory holding one).
@@ -377,7 +384,12 @@ impl ModelConfig {
             vocab_size: f.usize("vocab_size")?,
             hidden_size,
             intermediate_size: f.usize("intermediate_size")?,
-            num_hidden_layers: f.usize("num_hidden_layers")?,
+            num_hidden_layers: match f.usize("num_hidden_layers")? {
+                n if n > MAX_LAYERS => {
+                    return Err(f.bad("num_hidden_layers", &Value::from(n), "at most 4096"));
+                }
+                n => n,
+            },
             num_attention_heads,
             num_key_value_heads,
             head_dim,
