@@ -36,9 +36,43 @@ pub enum Command {
     Import(ImportArgs),
     /// Cancel the points of a sweep predicted worst by their early dynamics (dry run by default).
     Prune(PruneArgs),
+    /// Look at training data as the runtime will see it.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// Run a local batch's queue (started by `submit --executor local`).
     #[command(hide = true)]
     LocalWorker(LocalWorkerArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// A rendered sample with its loss mask, the length histogram and the dropped samples (and
+    /// why), for a chat JSONL file and a model's tokenizer and chat template.
+    Inspect(DataInspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataInspectArgs {
+    /// The chat data (JSONL: `{"messages": [...]}` or prompt/completion per line).
+    pub data: PathBuf,
+    /// The model directory (its `tokenizer.json`, `tokenizer_config.json`, chat template).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Samples longer than this many tokens are dropped (and counted).
+    #[arg(long, default_value_t = 4096)]
+    pub max_len: usize,
+    /// Which sample (0-based, among the kept ones) to render with its mask.
+    #[arg(long, default_value_t = 0)]
+    pub sample: usize,
+    /// Name of the chat template when the model carries several.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Skip (and count) malformed lines instead of stopping at the first.
+    #[arg(long)]
+    pub skip_malformed: bool,
+    /// Print JSON instead of the report.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -51,6 +51,7 @@ pub fn run() -> i32 {
         args::Command::Report(a) => cmd::report::run(&a),
         args::Command::Import(a) => cmd::import::run(&a),
         args::Command::Prune(a) => cmd::prune::run(&a),
+        args::Command::Data(args::DataCommand::Inspect(a)) => cmd::data::inspect(&a),
         args::Command::LocalWorker(a) => cmd::local::worker(&a),
     };
     match result {

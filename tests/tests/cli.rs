@@ -124,3 +124,53 @@ fn spec_values_cannot_inject_shell_code() {
     let watch = sb.ok(&["status", "e.toml", "--watch", "--interval", "1"]);
     assert!(watch.contains("1 completed"), "{watch}");
 }
+
+#[test]
+fn data_inspect_shows_the_mask_histogram_and_drops() {
+    let sb = Sandbox::new(false);
+    let model = repo().join("examples/models/tiny-llama");
+    let data = repo().join("examples/data/quickstart/train.jsonl");
+    // A short maximum length so that some samples are dropped, and counted.
+    let out = sb.ok(&[
+        "data",
+        "inspect",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--max-len",
+        "40",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&sb.ok(&[
+        "data",
+        "inspect",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--max-len",
+        "40",
+        "--json",
+    ]))
+    .unwrap();
+    let kept = report["samples"].as_u64().unwrap();
+    assert!(kept > 0 && kept < 400, "{report:#}");
+    assert!(report["loss_tokens"].as_u64().unwrap() < report["tokens"].as_u64().unwrap());
+    assert!(out.contains("train.jsonl"), "{out}");
+
+    // A malformed line is an error naming the file and line, exit code 1.
+    let bad = sb.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}\n{not json\n",
+    )
+    .unwrap();
+    let o = sb.sftctl(&[
+        "data",
+        "inspect",
+        bad.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("bad.jsonl:2"), "{err}");
+}

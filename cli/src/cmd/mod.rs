@@ -1,6 +1,7 @@
 //! One file per subcommand: each turns checked arguments into calls of library code.
 
 pub mod cancel;
+pub mod data;
 pub mod doctor;
 pub mod import;
 pub mod local;
