@@ -1,0 +1,334 @@
+//! End-to-end tests of the real runtime `sftctl-train` (not the stand-in payload) driven by
+//! `sftctl` against the test cluster: the README's quickstart (shrunk) trains on Slurm and
+//! through the local executor, and a Slurm job preempted with USR1 checkpoints, requeues itself,
+//! resumes, and ends bit-identical to an uninterrupted run.
+
+use sftctl_tests::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Generous: a debug-build step of the tiny model takes well under a second, but CI has two
+/// cores shared with other tests.
+const T: Duration = Duration::from_secs(600);
+
+/// A sandbox holding a copy of `examples/` with the quickstart shrunk to one grid point of
+/// `steps` optimizer steps, named `name`, checkpointing every `checkpoint_every` steps. The
+/// model and data are the bundled ones. Returns the sandbox and the spec's path relative to it.
+fn quickstart(name: &str, steps: u32, checkpoint_every: u32) -> (Sandbox, String) {
+    let sb = Sandbox::new(true);
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("examples"))
+        .arg(sb.path())
+        .status()
+        .expect("cp -r examples");
+    assert!(st.success());
+    let original = fs_err::read_to_string(repo().join("examples/quickstart.toml")).unwrap();
+    let mut text = original.clone();
+    for (from, to) in [
+        (
+            "name = \"quickstart\"\nledger",
+            format!("name = \"{name}\"\nledger"),
+        ),
+        ("executor = \"local\"", "executor = \"slurm\"".into()),
+        (
+            "max_steps = 0",
+            format!("max_steps = {steps}\ncheckpoint_every = {checkpoint_every}"),
+        ),
+        (
+            "lr = [1e-3, 3e-3]\nseed = [0, 1]",
+            "lr = [3e-3]\nseed = [0]".into(),
+        ),
+    ] {
+        assert!(
+            text.contains(from),
+            "examples/quickstart.toml no longer contains `{from}`: update this test"
+        );
+        text = text.replacen(from, &to, 1);
+    }
+    // One thread everywhere: the local executor and a one-CPU Slurm allocation then compute
+    // the same floating-point sums in the same order.
+    text.push_str("\n[env]\nvars = { RAYON_NUM_THREADS = \"1\" }\n");
+    let spec = "examples/quickstart.toml".to_owned();
+    sb.write(&spec, &text);
+    (sb, spec)
+}
+
+/// The one run directory of the sweep `name` in the sandbox's ledger.
+fn run_dir(sb: &Sandbox, name: &str) -> PathBuf {
+    let runs = sb.path().join("ledger/sweeps").join(name).join("runs");
+    let dirs: Vec<PathBuf> = fs_err::read_dir(&runs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.into_iter().next().unwrap()
+}
+
+/// Every job log of a run, for failure messages.
+fn job_logs(run: &Path) -> String {
+    let mut out = String::new();
+    if let Ok(rd) = fs_err::read_dir(run.join("logs")) {
+        for e in rd.flatten() {
+            out += &format!("== {}\n", e.path().display());
+            out += &fs_err::read_to_string(e.path()).unwrap_or_default();
+        }
+    }
+    out
+}
+
+/// Lines of a JSON-lines file (empty when it does not exist yet).
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    fs_err::read_to_string(path)
+        .map(|t| {
+            t.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The run of a status document that has exactly one.
+fn only_run(status: &serde_json::Value) -> &serde_json::Value {
+    let runs = status["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{status:#}");
+    &runs[0]
+}
+
+/// Checks a completed run of `steps` steps of batch 8: status, result, metrics, checkpoint.
+fn check_completed(sb: &Sandbox, spec: &str, name: &str, steps: u64) -> PathBuf {
+    let s = sb
+        .wait_for(spec, T, |s| {
+            s["runs"].as_array().is_some_and(|a| {
+                a.iter()
+                    .all(|r| r["state"] == "completed" || r["state"] == "failed")
+            })
+        })
+        .unwrap();
+    let run = only_run(&s);
+    let dir = run_dir(sb, name);
+    assert_eq!(run["state"], "completed", "{s:#}\n{}", job_logs(&dir));
+    assert_eq!(run["samples_seen"], 8 * steps, "{s:#}");
+    assert_eq!(run["total_samples"], 8 * steps, "{s:#}");
+    let result: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(dir.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["status"], "completed");
+    assert_eq!(result["final_step"], steps);
+    assert_eq!(result["samples_seen"], 8 * steps);
+    let loss = result["final_loss"].as_f64().expect("a final loss");
+    assert!(loss.is_finite() && loss > 0.0, "final loss {loss}");
+    let metrics = lines(&dir.join("metrics.jsonl"));
+    assert_eq!(
+        metrics.len() as u64,
+        steps,
+        "one metrics line per optimizer step"
+    );
+    for (i, m) in metrics.iter().enumerate() {
+        assert_eq!(m["step"], i as u64 + 1, "{m}");
+        assert!(m["loss"].as_f64().is_some_and(f64::is_finite), "{m}");
+        assert!(
+            m["grad_norm"]
+                .as_f64()
+                .is_some_and(|g| g.is_finite() && g > 0.0),
+            "{m}"
+        );
+    }
+    assert_eq!(metrics.last().unwrap()["loss"].as_f64(), Some(loss));
+    // Resubmitting a completed sweep submits nothing.
+    assert_eq!(sb.ok(&["submit", spec]), "");
+    dir
+}
+
+/// The final checkpoint's weights, optimizer state (Adam moments) and sampler state.
+#[derive(PartialEq, Debug)]
+struct FinalState {
+    weights: Vec<u8>,
+    /// Adam moments by tensor name (the file's metadata is not compared).
+    optimizer: Vec<(String, Vec<u8>)>,
+    sampler: serde_json::Value,
+    rng: serde_json::Value,
+}
+
+impl FinalState {
+    /// Fails naming each part that differs from `other`.
+    fn assert_same(&self, other: &Self, what: &str) {
+        let mut differ = Vec::new();
+        if self.weights != other.weights {
+            differ.push("weights (model.safetensors)");
+        }
+        if self.optimizer != other.optimizer {
+            differ.push("Adam moments (optimizer.bpk)");
+        }
+        if self.sampler != other.sampler {
+            differ.push("sampler state");
+        }
+        if self.rng != other.rng {
+            differ.push("random-generator state");
+        }
+        assert!(differ.is_empty(), "differs from {what}: {differ:?}");
+    }
+}
+
+/// The tensors of a burnpack file by name, as raw bytes.
+fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = fs_err::read(path).unwrap();
+    let reader = burn_pack::Reader::from_bytes(burn_pack::Bytes::from_bytes_vec(bytes))
+        .unwrap_or_else(|e| panic!("`{}`: {e}", path.display()));
+    let mut out: Vec<(String, Vec<u8>)> = reader
+        .tensor_names()
+        .into_iter()
+        .map(|n| (n.to_string(), reader.tensor_data(n).unwrap()))
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "`{}` holds no tensors", path.display());
+    out
+}
+
+fn final_state(run: &Path, step: u64) -> FinalState {
+    let dir = run.join(format!("checkpoints/step-{step}"));
+    assert!(
+        dir.join("COMPLETE").is_file(),
+        "no final checkpoint {}",
+        dir.display()
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(dir.join("trainer_state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], step);
+    FinalState {
+        weights: fs_err::read(dir.join("model.safetensors")).unwrap(),
+        optimizer: tensors(&dir.join("optimizer.bpk")),
+        sampler: state["sampler"].clone(),
+        rng: state["rng"].clone(),
+    }
+}
+
+#[test]
+fn quickstart_trains_on_slurm_and_locally() {
+    let Some(_lock) = lock_cluster() else { return };
+    const STEPS: u64 = 3;
+    let (sb, spec) = quickstart("qs-slurm", STEPS as u32, 0);
+    let out = sb.ok(&["submit", &spec]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let dir = check_completed(&sb, &spec, "qs-slurm", STEPS);
+    let attempts = lines(&dir.join("attempts.jsonl"));
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["attempt"], 1);
+    let slurm = final_state(&dir, STEPS);
+
+    let (sb, spec) = quickstart("qs-local", STEPS as u32, 0);
+    sb.ok(&["submit", &spec, "--executor", "local", "--wait"]);
+    let dir = check_completed(&sb, &spec, "qs-local", STEPS);
+    // Same config, seed and thread count: the local process and the Slurm job agree bit for bit.
+    final_state(&dir, STEPS).assert_same(&slurm, "the Slurm run");
+}
+
+#[test]
+fn preempted_slurm_job_checkpoints_requeues_and_resumes_bit_exactly() {
+    let Some(_lock) = lock_cluster() else { return };
+    const STEPS: u64 = 8;
+    // The reference: uninterrupted, through the local executor.
+    let (reference, spec) = quickstart("pre-ref", STEPS as u32, 4);
+    reference.ok(&["submit", &spec, "--executor", "local", "--wait"]);
+    let ref_dir = check_completed(&reference, &spec, "pre-ref", STEPS);
+    let expected = final_state(&ref_dir, STEPS);
+
+    let (sb, spec) = quickstart("pre-slurm", STEPS as u32, 4);
+    let out = sb.ok(&["submit", &spec]);
+    let job = out
+        .split_whitespace()
+        .next()
+        .expect("submit prints the job id")
+        .to_owned();
+    let dir = run_dir(&sb, "pre-slurm");
+    // Interrupt after step 2: before the periodic checkpoint of step 4, during the schedule's
+    // decay (warmup is 2 steps).
+    let start = Instant::now();
+    while lines(&dir.join("metrics.jsonl")).len() < 2 {
+        assert!(
+            start.elapsed() < T,
+            "no step 2 in time:\n{}",
+            job_logs(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = Command::new("scancel")
+        .args(["--signal=USR1", "--batch", &job])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // The runtime checkpoints, records `preempted`, requeues its job and exits 75; Slurm holds
+    // the requeued job back (BeginTime) until told to start it.
+    let events = dir.join("events/rank-0.jsonl");
+    let preempted = loop {
+        assert!(
+            start.elapsed() < T,
+            "no preempted event: {:#?}\n{}",
+            lines(&events),
+            job_logs(&dir)
+        );
+        if let Some(e) = lines(&events)
+            .into_iter()
+            .find(|e| e["kind"] == "preempted")
+        {
+            break e;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(preempted["signal"], "USR1");
+    let stopped_at = preempted["step"].as_u64().unwrap();
+    assert!((2..STEPS).contains(&stopped_at), "{preempted}");
+    let ckpt = lines(&events)
+        .into_iter()
+        .find(|e| e["kind"] == "checkpoint" && e["step"] == stopped_at);
+    assert!(
+        ckpt.is_some(),
+        "no checkpoint at step {stopped_at}: {:#?}",
+        lines(&events)
+    );
+
+    let s = loop {
+        assert!(
+            start.elapsed() < T,
+            "job never resumed:\n{}",
+            job_logs(&dir)
+        );
+        let s = sb.status(&spec);
+        let run = only_run(&s);
+        if run["state"] == "completed" || run["state"] == "failed" {
+            break s;
+        }
+        // Ends Slurm's requeue delay once the job is pending again.
+        if squeue_jobs("sft.pre-slurm.")
+            .unwrap()
+            .iter()
+            .any(|(id, st)| id == &job && st == "PENDING")
+        {
+            let _ = Command::new("scontrol")
+                .args(["update", &format!("jobid={job}"), "StartTime=now"])
+                .output();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(only_run(&s)["job_id"], job.as_str(), "{s:#}");
+    check_completed(&sb, &spec, "pre-slurm", STEPS);
+    let attempts = lines(&dir.join("attempts.jsonl"));
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(
+        attempts[1]["attempt"], 2,
+        "SLURM_RESTART_COUNT=1 on the requeued job"
+    );
+    assert_eq!(attempts[1]["job_id"], attempts[0]["job_id"]);
+    assert_eq!(attempts[1]["resumed_from_step"], stopped_at);
+    // Steps before the interruption are not repeated: one metrics line per step overall.
+    let steps: Vec<u64> = lines(&dir.join("metrics.jsonl"))
+        .iter()
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=STEPS).collect::<Vec<_>>());
+    final_state(&dir, STEPS).assert_same(&expected, "the uninterrupted run");
+}
