@@ -15,7 +15,13 @@ const T: Duration = Duration::from_secs(600);
 /// A sandbox holding a copy of `examples/` with the quickstart shrunk to one grid point of
 /// `steps` optimizer steps, named `name`, checkpointing every `checkpoint_every` steps. The
 /// model and data are the bundled ones. Returns the sandbox and the spec's path relative to it.
-fn quickstart(name: &str, steps: u32, checkpoint_every: u32) -> (Sandbox, String) {
+fn quickstart(
+    name: &str,
+    steps: u32,
+    checkpoint_every: u32,
+    warmup: u32,
+    no_grace: bool,
+) -> (Sandbox, String) {
     let sb = Sandbox::new(true);
     let st = Command::new("cp")
         .arg("-r")
@@ -32,6 +38,7 @@ fn quickstart(name: &str, steps: u32, checkpoint_every: u32) -> (Sandbox, String
             format!("name = \"{name}\"\nledger"),
         ),
         ("executor = \"local\"", "executor = \"slurm\"".into()),
+        ("warmup_steps = 2", format!("warmup_steps = {warmup}")),
         (
             "max_steps = 0",
             format!("max_steps = {steps}\ncheckpoint_every = {checkpoint_every}"),
@@ -50,6 +57,13 @@ fn quickstart(name: &str, steps: u32, checkpoint_every: u32) -> (Sandbox, String
     // One thread everywhere: the local executor and a one-CPU Slurm allocation then compute
     // the same floating-point sums in the same order.
     text.push_str("\n[env]\nvars = { RAYON_NUM_THREADS = \"1\" }\n");
+    if no_grace {
+        text = text.replacen(
+            "[run]\n",
+            "[run]\ncommand = [\"{binary}\", \"run\", \"{run_dir}\", \"--stop-grace-s\", \"0\"]\n",
+            1,
+        );
+    }
     let spec = "examples/quickstart.toml".to_owned();
     sb.write(&spec, &text);
     (sb, spec)
@@ -100,7 +114,12 @@ fn only_run(status: &serde_json::Value) -> &serde_json::Value {
 }
 
 /// Checks a completed run of `steps` steps of batch 8: status, result, metrics, checkpoint.
-fn check_completed(sb: &Sandbox, spec: &str, name: &str, steps: u64) -> PathBuf {
+fn check_completed(
+    sb: &Sandbox,
+    spec: &str,
+    name: &str,
+    steps: u64,
+) -> (PathBuf, serde_json::Value) {
     let s = sb
         .wait_for(spec, T, |s| {
             s["runs"].as_array().is_some_and(|a| {
@@ -140,7 +159,7 @@ fn check_completed(sb: &Sandbox, spec: &str, name: &str, steps: u64) -> PathBuf 
     assert_eq!(metrics.last().unwrap()["loss"].as_f64(), Some(loss));
     // Resubmitting a completed sweep submits nothing.
     assert_eq!(sb.ok(&["submit", spec]), "");
-    dir
+    (dir, s)
 }
 
 /// The final checkpoint's weights, optimizer state (Adam moments) and sampler state.
@@ -210,33 +229,148 @@ fn final_state(run: &Path, step: u64) -> FinalState {
 fn quickstart_trains_on_slurm_and_locally() {
     let Some(_lock) = lock_cluster() else { return };
     const STEPS: u64 = 3;
-    let (sb, spec) = quickstart("qs-slurm", STEPS as u32, 0);
+    let (sb, spec) = quickstart("qs-slurm", STEPS as u32, 0, 2, false);
     let out = sb.ok(&["submit", &spec]);
     assert_eq!(out.lines().count(), 1, "{out}");
-    let dir = check_completed(&sb, &spec, "qs-slurm", STEPS);
+    let dir = check_completed(&sb, &spec, "qs-slurm", STEPS).0;
     let attempts = lines(&dir.join("attempts.jsonl"));
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0]["attempt"], 1);
     let slurm = final_state(&dir, STEPS);
 
-    let (sb, spec) = quickstart("qs-local", STEPS as u32, 0);
+    let (sb, spec) = quickstart("qs-local", STEPS as u32, 0, 2, false);
     sb.ok(&["submit", &spec, "--executor", "local", "--wait"]);
-    let dir = check_completed(&sb, &spec, "qs-local", STEPS);
+    let dir = check_completed(&sb, &spec, "qs-local", STEPS).0;
     // Same config, seed and thread count: the local process and the Slurm job agree bit for bit.
     final_state(&dir, STEPS).assert_same(&slurm, "the Slurm run");
+}
+
+/// Attempts recorded by the run so far (one per start of `sftctl-train`).
+fn attempts(dir: &Path) -> Vec<serde_json::Value> {
+    lines(&dir.join("attempts.jsonl"))
+}
+
+/// While attempt `n` of the Slurm job `job` runs, waits for step `after`, sends the batch shell
+/// USR1 (what `--signal=B:USR1@...` does before the time limit), checks that the runtime
+/// records `preempted` with a checkpoint of the step it stopped at, and ends Slurm's requeue
+/// delay until attempt `n + 1` has started. Returns the step it stopped at.
+fn preempt(sweep: &str, dir: &Path, job: &str, n: usize, after: usize) -> u64 {
+    let start = Instant::now();
+    let events = dir.join("events/rank-0.jsonl");
+    let preempted = |events: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        events
+            .iter()
+            .filter(|e| e["kind"] == "preempted")
+            .cloned()
+            .collect()
+    };
+    while attempts(dir).len() < n || lines(&dir.join("metrics.jsonl")).len() < after {
+        assert!(
+            start.elapsed() < T,
+            "attempt {n} did not reach step {after}:\n{}",
+            job_logs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = Command::new("scancel")
+        .args(["--signal=USR1", "--batch", job])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // The runtime checkpoints, records `preempted`, requeues its job and exits 75.
+    let event = loop {
+        let ev = lines(&events);
+        if let Some(e) = preempted(&ev).get(n - 1) {
+            break e.clone();
+        }
+        assert!(
+            !dir.join("result.json").exists(),
+            "the run finished before USR1 arrived (make the run longer):\n{}",
+            job_logs(dir)
+        );
+        assert!(
+            start.elapsed() < T,
+            "no preempted event: {ev:#?}\n{}",
+            job_logs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(event["signal"], "USR1", "{event}");
+    let stopped_at = event["step"].as_u64().unwrap();
+    assert!(
+        lines(&events)
+            .iter()
+            .any(|e| e["kind"] == "checkpoint" && e["step"] == stopped_at),
+        "no checkpoint of step {stopped_at}: {:#?}",
+        lines(&events)
+    );
+    assert!(
+        dir.join(format!("checkpoints/step-{stopped_at}/COMPLETE"))
+            .is_file()
+    );
+
+    // Slurm holds the requeued job back (BeginTime); start it now.
+    let mut seen = Vec::new();
+    while attempts(dir).len() <= n {
+        assert!(
+            start.elapsed() < T,
+            "attempt {} never started (states seen: {seen:?}):\n{}",
+            n + 1,
+            job_logs(dir)
+        );
+        let state = squeue_jobs(&format!("sft.{sweep}."))
+            .unwrap()
+            .into_iter()
+            .find(|(id, _)| id == job)
+            .map(|(_, st)| st);
+        if let Some(st) = &state {
+            if seen.last() != Some(st) {
+                seen.push(st.clone());
+            }
+            if st == "PENDING" {
+                let _ = Command::new("scontrol")
+                    .args(["update", &format!("jobid={job}"), "StartTime=now"])
+                    .output();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "attempt {n}: USR1 after step {after}, stopped at step {stopped_at}; requeued, \
+         states {seen:?}, attempt {} started after {:.1?}",
+        n + 1,
+        start.elapsed()
+    );
+    stopped_at
 }
 
 #[test]
 fn preempted_slurm_job_checkpoints_requeues_and_resumes_bit_exactly() {
     let Some(_lock) = lock_cluster() else { return };
-    const STEPS: u64 = 8;
+    let t0 = Instant::now();
+    // Steps of the tiny model take a few hundredths of a second: long enough runs make sure
+    // each USR1 lands before the end. 60 steps of 8 cross the 400-sample epoch.
+    const STEPS: u64 = 60;
+    const WARMUP: u64 = 20;
     // The reference: uninterrupted, through the local executor.
-    let (reference, spec) = quickstart("pre-ref", STEPS as u32, 4);
+    let (reference, spec) = quickstart("pre-ref", STEPS as u32, 10, WARMUP as u32, false);
     reference.ok(&["submit", &spec, "--executor", "local", "--wait"]);
-    let ref_dir = check_completed(&reference, &spec, "pre-ref", STEPS);
+    let ref_dir = check_completed(&reference, &spec, "pre-ref", STEPS).0;
     let expected = final_state(&ref_dir, STEPS);
+    let step_s: Vec<f64> = lines(&ref_dir.join("metrics.jsonl"))
+        .iter()
+        .map(|m| m["step_time_s"].as_f64().unwrap_or(0.0))
+        .collect();
+    let mean = step_s.iter().sum::<f64>() / step_s.len() as f64;
+    eprintln!(
+        "reference: {:.1?}, mean step time {mean:.3} s",
+        t0.elapsed()
+    );
 
-    let (sb, spec) = quickstart("pre-slurm", STEPS as u32, 4);
+    // The same run on Slurm with `--stop-grace-s 0`: a signal abandons the step in progress
+    // (usually mid-accumulation: two micro-batches per step), which the resumed job redoes.
+    let (sb, spec) = quickstart("pre-slurm", STEPS as u32, 10, WARMUP as u32, true);
     let out = sb.ok(&["submit", &spec]);
     let job = out
         .split_whitespace()
@@ -244,91 +378,30 @@ fn preempted_slurm_job_checkpoints_requeues_and_resumes_bit_exactly() {
         .expect("submit prints the job id")
         .to_owned();
     let dir = run_dir(&sb, "pre-slurm");
-    // Interrupt after step 2: before the periodic checkpoint of step 4, during the schedule's
-    // decay (warmup is 2 steps).
-    let start = Instant::now();
-    while lines(&dir.join("metrics.jsonl")).len() < 2 {
-        assert!(
-            start.elapsed() < T,
-            "no step 2 in time:\n{}",
-            job_logs(&dir)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let o = Command::new("scancel")
-        .args(["--signal=USR1", "--batch", &job])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-
-    // The runtime checkpoints, records `preempted`, requeues its job and exits 75; Slurm holds
-    // the requeued job back (BeginTime) until told to start it.
-    let events = dir.join("events/rank-0.jsonl");
-    let preempted = loop {
-        assert!(
-            start.elapsed() < T,
-            "no preempted event: {:#?}\n{}",
-            lines(&events),
-            job_logs(&dir)
-        );
-        if let Some(e) = lines(&events)
-            .into_iter()
-            .find(|e| e["kind"] == "preempted")
-        {
-            break e;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(preempted["signal"], "USR1");
-    let stopped_at = preempted["step"].as_u64().unwrap();
-    assert!((2..STEPS).contains(&stopped_at), "{preempted}");
-    let ckpt = lines(&events)
-        .into_iter()
-        .find(|e| e["kind"] == "checkpoint" && e["step"] == stopped_at);
+    // Interrupted during warmup, then during the decay after the periodic checkpoint of step 30.
+    let first = preempt("pre-slurm", &dir, &job, 1, 1);
+    assert!(first < WARMUP, "first stop at step {first}, after warmup");
+    let second = preempt("pre-slurm", &dir, &job, 2, 31);
     assert!(
-        ckpt.is_some(),
-        "no checkpoint at step {stopped_at}: {:#?}",
-        lines(&events)
+        (31..STEPS).contains(&second),
+        "second stop at step {second}"
     );
 
-    let s = loop {
-        assert!(
-            start.elapsed() < T,
-            "job never resumed:\n{}",
-            job_logs(&dir)
-        );
-        let s = sb.status(&spec);
-        let run = only_run(&s);
-        if run["state"] == "completed" || run["state"] == "failed" {
-            break s;
-        }
-        // Ends Slurm's requeue delay once the job is pending again.
-        if squeue_jobs("sft.pre-slurm.")
-            .unwrap()
-            .iter()
-            .any(|(id, st)| id == &job && st == "PENDING")
-        {
-            let _ = Command::new("scontrol")
-                .args(["update", &format!("jobid={job}"), "StartTime=now"])
-                .output();
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    assert_eq!(only_run(&s)["job_id"], job.as_str(), "{s:#}");
-    check_completed(&sb, &spec, "pre-slurm", STEPS);
-    let attempts = lines(&dir.join("attempts.jsonl"));
-    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    let s = check_completed(&sb, &spec, "pre-slurm", STEPS).1;
+    let run = only_run(&s);
+    assert_eq!(run["job_id"], job.as_str(), "{s:#}");
     assert_eq!(
-        attempts[1]["attempt"], 2,
-        "SLURM_RESTART_COUNT=1 on the requeued job"
+        run["attempt"], 1,
+        "Slurm requeued the job; sftctl never resubmitted"
     );
-    assert_eq!(attempts[1]["job_id"], attempts[0]["job_id"]);
-    assert_eq!(attempts[1]["resumed_from_step"], stopped_at);
-    // Steps before the interruption are not repeated: one metrics line per step overall.
-    let steps: Vec<u64> = lines(&dir.join("metrics.jsonl"))
-        .iter()
-        .map(|m| m["step"].as_u64().unwrap())
-        .collect();
-    assert_eq!(steps, (1..=STEPS).collect::<Vec<_>>());
+    let attempts = attempts(&dir);
+    assert_eq!(attempts.len(), 3, "{attempts:#?}");
+    for (i, a) in attempts.iter().enumerate() {
+        assert_eq!(a["job_id"], job.as_str(), "{a}");
+        assert_eq!(a["attempt"], i as u64 + 1, "SLURM_RESTART_COUNT + 1: {a}");
+    }
+    assert_eq!(attempts[1]["resumed_from_step"], first);
+    assert_eq!(attempts[2]["resumed_from_step"], second);
     final_state(&dir, STEPS).assert_same(&expected, "the uninterrupted run");
+    eprintln!("preemption test: {:.1?}", t0.elapsed());
 }

@@ -237,6 +237,9 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
                 settings,
                 collective,
             )?;
+            if let Some(info) = &checkpoint {
+                observer.checkpoint(info, &progress);
+            }
             return Ok(RunOutcome::Stopped {
                 reason: local.unwrap_or(StopReason::Requested),
                 checkpoint,
@@ -295,6 +298,9 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
                     settings,
                     collective,
                 )?;
+                if let Some(info) = &checkpoint {
+                    observer.checkpoint(info, &progress);
+                }
                 return Ok(RunOutcome::Stopped {
                     reason: stop.requested().unwrap_or(StopReason::Requested),
                     checkpoint,
