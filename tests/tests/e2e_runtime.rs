@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 const T: Duration = Duration::from_secs(600);
 
 /// A sandbox holding a copy of `examples/` with the quickstart shrunk to one grid point of
-/// `steps` optimizer steps, named `name`, checkpointing every `checkpoint_every` steps. The
-/// model and data are the bundled ones. Returns the sandbox and the spec's path relative to it.
+/// `steps` optimizer steps, named `name`, with `warmup` warmup steps, checkpointing every
+/// `checkpoint_every` steps, submitted to Slurm by default; with `no_grace` the trainer runs
+/// with `--stop-grace-s 0`. The model and data are the bundled ones. Returns the sandbox and the
+/// spec's path relative to it.
 fn quickstart(
     name: &str,
     steps: u32,
@@ -30,8 +32,7 @@ fn quickstart(
         .status()
         .expect("cp -r examples");
     assert!(st.success());
-    let original = fs_err::read_to_string(repo().join("examples/quickstart.toml")).unwrap();
-    let mut text = original.clone();
+    let mut text = fs_err::read_to_string(repo().join("examples/quickstart.toml")).unwrap();
     for (from, to) in [
         (
             "name = \"quickstart\"\nledger",
@@ -254,7 +255,15 @@ fn attempts(dir: &Path) -> Vec<serde_json::Value> {
 /// USR1 (what `--signal=B:USR1@...` does before the time limit), checks that the runtime
 /// records `preempted` with a checkpoint of the step it stopped at, and ends Slurm's requeue
 /// delay until attempt `n + 1` has started. Returns the step it stopped at.
-fn preempt(sweep: &str, dir: &Path, job: &str, n: usize, after: usize) -> u64 {
+fn preempt(
+    sb: &Sandbox,
+    spec: &str,
+    sweep: &str,
+    dir: &Path,
+    job: &str,
+    n: usize,
+    after: usize,
+) -> u64 {
     let start = Instant::now();
     let events = dir.join("events/rank-0.jsonl");
     let preempted = |events: &[serde_json::Value]| -> Vec<serde_json::Value> {
@@ -312,6 +321,7 @@ fn preempt(sweep: &str, dir: &Path, job: &str, n: usize, after: usize) -> u64 {
 
     // Slurm holds the requeued job back (BeginTime); start it now.
     let mut seen = Vec::new();
+    let mut status_seen = Vec::new();
     while attempts(dir).len() <= n {
         assert!(
             start.elapsed() < T,
@@ -329,6 +339,16 @@ fn preempt(sweep: &str, dir: &Path, job: &str, n: usize, after: usize) -> u64 {
                 seen.push(st.clone());
             }
             if st == "PENDING" {
+                // What `sftctl status` says of the requeued job: never a final state.
+                let s = sb.status(spec);
+                let state = only_run(&s)["state"].as_str().unwrap_or("").to_owned();
+                assert!(
+                    ["pending", "requeued", "running", "completing"].contains(&state.as_str()),
+                    "requeued job shown as `{state}`: {s:#}"
+                );
+                if status_seen.last() != Some(&state) {
+                    status_seen.push(state);
+                }
                 let _ = Command::new("scontrol")
                     .args(["update", &format!("jobid={job}"), "StartTime=now"])
                     .output();
@@ -338,11 +358,56 @@ fn preempt(sweep: &str, dir: &Path, job: &str, n: usize, after: usize) -> u64 {
     }
     eprintln!(
         "attempt {n}: USR1 after step {after}, stopped at step {stopped_at}; requeued, \
-         states {seen:?}, attempt {} started after {:.1?}",
+         Slurm states {seen:?}, sftctl status {status_seen:?}, attempt {} started after {:.1?}",
         n + 1,
         start.elapsed()
     );
     stopped_at
+}
+
+/// Submits the quickstart shrunk to `steps` steps to Slurm as sweep `name`, sends USR1 once
+/// attempt `n` reached step `after[n - 1]`, lets every requeued attempt resume, and compares the
+/// final state with `expected`. Returns the steps it stopped at.
+fn preempted_run(
+    name: &str,
+    steps: u64,
+    warmup: u64,
+    no_grace: bool,
+    after: &[usize],
+    expected: &FinalState,
+) -> Vec<u64> {
+    let (sb, spec) = quickstart(name, steps as u32, 10, warmup as u32, no_grace);
+    let out = sb.ok(&["submit", &spec]);
+    let job = out
+        .split_whitespace()
+        .next()
+        .expect("submit prints the job id")
+        .to_owned();
+    let dir = run_dir(&sb, name);
+    let stops: Vec<u64> = after
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| preempt(&sb, &spec, name, &dir, &job, i + 1, a))
+        .collect();
+
+    let s = check_completed(&sb, &spec, name, steps).1;
+    let run = only_run(&s);
+    assert_eq!(run["job_id"], job.as_str(), "{s:#}");
+    assert_eq!(
+        run["attempt"], 1,
+        "Slurm requeued the job; sftctl never resubmitted"
+    );
+    let attempts = attempts(&dir);
+    assert_eq!(attempts.len(), after.len() + 1, "{attempts:#?}");
+    for (i, a) in attempts.iter().enumerate() {
+        assert_eq!(a["job_id"], job.as_str(), "{a}");
+        assert_eq!(a["attempt"], i as u64 + 1, "SLURM_RESTART_COUNT + 1: {a}");
+        if i > 0 {
+            assert_eq!(a["resumed_from_step"], stops[i - 1], "{a}");
+        }
+    }
+    final_state(&dir, steps).assert_same(expected, "the uninterrupted run");
+    stops
 }
 
 #[test]
@@ -370,38 +435,21 @@ fn preempted_slurm_job_checkpoints_requeues_and_resumes_bit_exactly() {
 
     // The same run on Slurm with `--stop-grace-s 0`: a signal abandons the step in progress
     // (usually mid-accumulation: two micro-batches per step), which the resumed job redoes.
-    let (sb, spec) = quickstart("pre-slurm", STEPS as u32, 10, WARMUP as u32, true);
-    let out = sb.ok(&["submit", &spec]);
-    let job = out
-        .split_whitespace()
-        .next()
-        .expect("submit prints the job id")
-        .to_owned();
-    let dir = run_dir(&sb, "pre-slurm");
     // Interrupted during warmup, then during the decay after the periodic checkpoint of step 30.
-    let first = preempt("pre-slurm", &dir, &job, 1, 1);
-    assert!(first < WARMUP, "first stop at step {first}, after warmup");
-    let second = preempt("pre-slurm", &dir, &job, 2, 31);
+    let stops = preempted_run("pre-slurm", STEPS, WARMUP, true, &[1, 31], &expected);
     assert!(
-        (31..STEPS).contains(&second),
-        "second stop at step {second}"
+        stops[0] < WARMUP,
+        "first stop at step {}, after warmup",
+        stops[0]
     );
-
-    let s = check_completed(&sb, &spec, "pre-slurm", STEPS).1;
-    let run = only_run(&s);
-    assert_eq!(run["job_id"], job.as_str(), "{s:#}");
-    assert_eq!(
-        run["attempt"], 1,
-        "Slurm requeued the job; sftctl never resubmitted"
+    assert!(
+        (31..STEPS).contains(&stops[1]),
+        "second stop at step {}",
+        stops[1]
     );
-    let attempts = attempts(&dir);
-    assert_eq!(attempts.len(), 3, "{attempts:#?}");
-    for (i, a) in attempts.iter().enumerate() {
-        assert_eq!(a["job_id"], job.as_str(), "{a}");
-        assert_eq!(a["attempt"], i as u64 + 1, "SLURM_RESTART_COUNT + 1: {a}");
-    }
-    assert_eq!(attempts[1]["resumed_from_step"], first);
-    assert_eq!(attempts[2]["resumed_from_step"], second);
-    final_state(&dir, STEPS).assert_same(&expected, "the uninterrupted run");
+    // With the default grace (what `sftctl submit` runs): the step in progress completes, then
+    // the checkpoint.
+    let stops = preempted_run("pre-grace", STEPS, WARMUP, false, &[25], &expected);
+    assert!((25..STEPS).contains(&stops[0]), "stop at step {}", stops[0]);
     eprintln!("preemption test: {:.1?}", t0.elapsed());
 }
