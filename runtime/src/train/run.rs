@@ -239,6 +239,9 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
                 settings,
                 collective,
             )?;
+            if let Some(info) = &checkpoint {
+                observer.checkpoint(info, &progress);
+            }
             return Ok(RunOutcome::Stopped {
                 reason: local.unwrap_or(StopReason::Requested),
                 checkpoint,
@@ -302,6 +305,9 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
                     settings,
                     collective,
                 )?;
+                if let Some(info) = &checkpoint {
+                    observer.checkpoint(info, &progress);
+                }
                 return Ok(RunOutcome::Stopped {
                     reason: stop.requested().unwrap_or(StopReason::Requested),
                     checkpoint,
