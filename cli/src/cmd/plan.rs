@@ -40,7 +40,7 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
             .collect();
         let doc = serde_json::json!({
             "sweep": plan.spec.name, "ledger": plan.ledger.root(), "runs": runs,
-            "resources": {"nodes": s.nodes, "gpus_per_node": s.gpus_per_node, "cpus_per_task": s.cpus_per_task, "time": s.time},
+            "resources": {"nodes": s.nodes, "gpus_per_node": s.gpus_per_node, "ranks_per_node": s.ranks_per_node, "world_size": s.nodes * s.ranks_per_node, "cpus_per_task": s.cpus_per_task, "time": s.time},
             "total_gpu_hours": total,
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
