@@ -120,9 +120,24 @@ fn two_nodes_equal_one_node_with_twice_the_accumulation() {
 
     sb.write("two.toml", &spec("dp-two", 2, &bin_copy));
     sb.write("one.toml", &spec("dp-one", 1, &bin_copy));
-    let plan = sb.ok(&["plan", "two.toml", "--json"]);
-    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
-    assert_eq!(plan["resources"]["world_size"], 2, "{plan:#}");
+    // The plan shows the world size and each rank's micro-batches per step: with two ranks each
+    // accumulates about half of what the single rank does.
+    let plan = |spec: &str| -> serde_json::Value {
+        serde_json::from_str(&sb.ok(&["plan", spec, "--json"])).unwrap()
+    };
+    let (plan2, plan1) = (plan("two.toml"), plan("one.toml"));
+    assert_eq!(plan2["resources"]["world_size"], 2, "{plan2:#}");
+    assert_eq!(plan1["resources"]["world_size"], 1, "{plan1:#}");
+    let mb = |p: &serde_json::Value, k: &str| {
+        p["runs"][0]["micro_batches_per_rank"][k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{p:#}"))
+    };
+    assert!(mb(&plan2, "min") >= 2, "{plan2:#}");
+    assert!(
+        mb(&plan2, "max") < mb(&plan1, "min"),
+        "{plan2:#}\n{plan1:#}"
+    );
     sb.ok(&["submit", "two.toml"]);
     sb.ok(&["submit", "one.toml"]);
     let s2 = sb.wait_for("two.toml", T, |s| {
