@@ -705,6 +705,16 @@ mod tests {
                 "not a Slurm time",
             ),
             (
+                "[sweep]\nname = \"t\"\n[model]\npath = \"m\"\n[slurm]\ngpus_per_node = 4\nranks_per_node = 2\n",
+                (7, 18),
+                "one rank per GPU (4)",
+            ),
+            (
+                "[sweep]\nname = \"t\"\n[model]\npath = \"m\"\n[slurm]\nranks_per_node = 0\n",
+                (6, 18),
+                "ranks_per_node",
+            ),
+            (
                 "[sweep]\nname = \"a b\"\n[model]\npath = \"m\"\n",
                 (2, 8),
                 "sweep name",
@@ -729,6 +739,11 @@ mod tests {
         assert_eq!(s.train["lr"], Val::Float(0.00002));
         assert_eq!(s.train["batch_size"], Val::Int(16));
         assert_eq!(s.slurm.time_s, 3600);
+        assert_eq!(s.slurm.ranks_per_node, 1);
+        let g = parse(&format!("{BASE}[slurm]\ngpus_per_node = 4\n")).unwrap();
+        assert_eq!(g.slurm.ranks_per_node, 4);
+        let c = parse(&format!("{BASE}[slurm]\nnodes = 2\nranks_per_node = 3\n")).unwrap();
+        assert_eq!((c.slurm.nodes, c.slurm.ranks_per_node), (2, 3));
         assert_eq!(s.command, ["{binary}", "run", "{run_dir}"]);
         assert_eq!(s.binary.as_deref(), Some("sftctl-train"));
         assert_eq!(s.ledger, Path::new("./ledger"));
