@@ -102,6 +102,7 @@ fn step_bench<C: Measured>(c: &mut C, hidden: usize, steps: usize) {
             peak_lr: 1e-4,
             warmup_steps: 0,
             total_steps: steps as u64 + 1,
+            min_lr_ratio: 0.0,
         },
         max_grad_norm: Some(1.0),
     };

@@ -15,6 +15,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The end-to-end tests drive the built binaries.
 cargo build --workspace --bins
+# The MPI-featured runtime for tests/tests/e2e_dp.rs (cargo test rebuilds the plain one).
+cargo build -p sftctl-runtime --features mpi --bin sftctl-train && cp "$CARGO_TARGET_DIR/debug/sftctl-train" "$CARGO_TARGET_DIR/sftctl-train-mpi"
 cargo test --workspace
 # Data parallelism over MPI: 2 ranks vs 1, checksum mismatch, dead ranks (docs/distributed.md).
 cargo test -p sftctl-runtime --features mpi --test dist_mpi

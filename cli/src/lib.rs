@@ -8,6 +8,7 @@ pub mod identity;
 pub mod memory;
 pub mod plan;
 pub mod quote;
+pub mod ranks;
 pub mod report;
 pub mod spec;
 pub mod status;

@@ -179,6 +179,7 @@ pub fn build(spec: Spec, binary: Option<&str>) -> Result<Plan, SpecError> {
                 phase,
                 nodes: s.nodes,
                 gpus_per_node: s.gpus_per_node,
+                ranks_per_node: s.ranks_per_node,
                 cpus_per_task: s.cpus_per_task,
                 time: s.time.clone(),
                 partition: s.partition.clone(),

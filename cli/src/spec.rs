@@ -102,6 +102,8 @@ pub struct RawSlurm {
     pub time: Option<Spanned<String>>,
     pub nodes: Option<Spanned<i64>>,
     pub gpus_per_node: Option<Spanned<i64>>,
+    /// Ranks (processes) per node of a CPU run (default 1); a GPU run has one per GPU.
+    pub ranks_per_node: Option<Spanned<i64>>,
     pub cpus_per_task: Option<Spanned<i64>>,
     /// Extra `#SBATCH` options, e.g. `["--exclusive"]`.
     #[serde(default)]
@@ -388,6 +390,8 @@ pub struct SlurmSpec {
     pub time_s: u64,
     pub nodes: u32,
     pub gpus_per_node: u32,
+    /// Ranks per node: `gpus_per_node` on GPUs, else `ranks_per_node` (default 1).
+    pub ranks_per_node: u32,
     pub cpus_per_task: u32,
     pub extra: Vec<String>,
     pub array: bool,
@@ -553,6 +557,20 @@ impl Spec {
             }
             extra.push(line.clone());
         }
+        let gpus_per_node = pos(&s.gpus_per_node, "gpus_per_node", 0, 0)? as u32;
+        let ranks_per_node = match &s.ranks_per_node {
+            Some(r) if gpus_per_node > 0 && *r.get_ref() != i64::from(gpus_per_node) => {
+                return Err(err(
+                    r.span(),
+                    format!(
+                        "`slurm.ranks_per_node` = {} but a GPU run has one rank per GPU ({gpus_per_node}); leave it out",
+                        r.get_ref()
+                    ),
+                ));
+            }
+            _ if gpus_per_node > 0 => gpus_per_node,
+            _ => pos(&s.ranks_per_node, "ranks_per_node", 1, 1)? as u32,
+        };
         let slurm = SlurmSpec {
             partition: word(&s.partition, "partition")?,
             account: word(&s.account, "account")?,
@@ -562,7 +580,8 @@ impl Spec {
             time,
             time_s,
             nodes: pos(&s.nodes, "nodes", 1, 1)? as u32,
-            gpus_per_node: pos(&s.gpus_per_node, "gpus_per_node", 0, 0)? as u32,
+            gpus_per_node,
+            ranks_per_node,
             cpus_per_task: pos(&s.cpus_per_task, "cpus_per_task", 1, 1)? as u32,
             extra,
             array: s.array.unwrap_or(true),
@@ -686,6 +705,16 @@ mod tests {
                 "not a Slurm time",
             ),
             (
+                "[sweep]\nname = \"t\"\n[model]\npath = \"m\"\n[slurm]\ngpus_per_node = 4\nranks_per_node = 2\n",
+                (7, 18),
+                "one rank per GPU (4)",
+            ),
+            (
+                "[sweep]\nname = \"t\"\n[model]\npath = \"m\"\n[slurm]\nranks_per_node = 0\n",
+                (6, 18),
+                "ranks_per_node",
+            ),
+            (
                 "[sweep]\nname = \"a b\"\n[model]\npath = \"m\"\n",
                 (2, 8),
                 "sweep name",
@@ -710,6 +739,11 @@ mod tests {
         assert_eq!(s.train["lr"], Val::Float(0.00002));
         assert_eq!(s.train["batch_size"], Val::Int(16));
         assert_eq!(s.slurm.time_s, 3600);
+        assert_eq!(s.slurm.ranks_per_node, 1);
+        let g = parse(&format!("{BASE}[slurm]\ngpus_per_node = 4\n")).unwrap();
+        assert_eq!(g.slurm.ranks_per_node, 4);
+        let c = parse(&format!("{BASE}[slurm]\nnodes = 2\nranks_per_node = 3\n")).unwrap();
+        assert_eq!((c.slurm.nodes, c.slurm.ranks_per_node), (2, 3));
         assert_eq!(s.command, ["{binary}", "run", "{run_dir}"]);
         assert_eq!(s.binary.as_deref(), Some("sftctl-train"));
         assert_eq!(s.ledger, Path::new("./ledger"));

@@ -24,6 +24,8 @@ pub struct JobContext {
     pub phase: u32,
     pub nodes: u32,
     pub gpus_per_node: u32,
+    /// Ranks per node (one per GPU on GPUs); the world size is `nodes * ranks_per_node`.
+    pub ranks_per_node: u32,
     pub cpus_per_task: u32,
     pub time: String,
     pub partition: Option<String>,
@@ -122,6 +124,7 @@ mod tests {
             phase: 0,
             nodes: 1,
             gpus_per_node: 0,
+            ranks_per_node: 1,
             cpus_per_task: 1,
             time: "00:10:00".into(),
             partition: Some("debug".into()),
@@ -157,7 +160,23 @@ mod tests {
         let mut c = ctx();
         c.nodes = 2;
         let s = Renderer::default_template().render(&c).unwrap();
-        assert!(s.contains("srun --ntasks-per-node=1"), "{s}");
+        assert!(s.contains("#SBATCH --ntasks-per-node=1\n"), "{s}");
+        assert!(
+            s.contains("mpirun --tag-output --bind-to none -np 2 --map-by ppr:1:node /bin/train"),
+            "{s}"
+        );
+        c.ranks_per_node = 2;
+        let s = Renderer::default_template().render(&c).unwrap();
+        assert!(s.contains("#SBATCH --ntasks-per-node=2\n"), "{s}");
+        assert!(s.contains("-np 4 --map-by ppr:2:node"), "{s}");
+        c.gpus_per_node = 4;
+        c.ranks_per_node = 4;
+        let s = Renderer::default_template().render(&c).unwrap();
+        assert!(!s.contains("mpirun"), "{s}");
+        assert!(
+            s.contains("srun --label --ntasks-per-node=4 --kill-on-bad-exit=1 bash -c 'exec \"$@\" --backend \"cuda:$SLURM_LOCALID\"' rank /bin/train run"),
+            "{s}"
+        );
     }
 
     #[test]

@@ -110,6 +110,7 @@ fn trainer_for(total_steps: u64) -> Trainer<Llama> {
             peak_lr: 1e-3,
             warmup_steps: 0,
             total_steps,
+            min_lr_ratio: 0.0,
         },
         // Low enough that clipping acts, so the global norm after the reduction matters.
         max_grad_norm: Some(0.5),

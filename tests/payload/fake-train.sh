@@ -16,7 +16,7 @@ job=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}
 job=${job:-${SLURM_JOB_ID:-${SFTCTL_JOB_ID:-unknown}}}
 attempt=$(( ${SLURM_RESTART_COUNT:-0} + 1 ))
 mkdir -p events heartbeat
-rank=${SLURM_PROCID:-0}
+rank=${OMPI_COMM_WORLD_RANK:-${SLURM_PROCID:-0}}
 beat() { # $1 = step
   printf '{"at":"%s","rank":%d,"step":%d,"pid":%d,"host":"%s","job_id":"%s"}' "$(now)" "$rank" "$1" $$ "$(hostname -s)" "$job" > "heartbeat/.rank-$rank.tmp"
   mv "heartbeat/.rank-$rank.tmp" "heartbeat/rank-$rank.json"

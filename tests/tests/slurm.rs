@@ -498,7 +498,8 @@ fn two_node_job_launches_one_task_per_node() {
     );
     let script = std::fs::read_to_string(run.join("job.sh")).unwrap();
     assert!(
-        script.contains("#SBATCH --nodes=2") && script.contains("srun --ntasks-per-node=1"),
+        script.contains("#SBATCH --nodes=2")
+            && script.contains("mpirun --tag-output --bind-to none -np 2"),
         "{script}"
     );
 }

@@ -19,6 +19,15 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
     let memory = memory.ok();
     let limit = (a.gpu_mem_gib * f64::from(1u32 << 30)) as u64;
     let mem_of = |i: usize| memory.as_ref().and_then(|m| m.get(i)).copied();
+    // Micro-batches per rank and step: needs the tokenizer and the data; without them the plan
+    // is still shown.
+    let world = s.nodes * s.ranks_per_node;
+    let ranges = crate::ranks::ranges(&plan);
+    if let Err(e) = &ranges {
+        eprintln!("note: no micro-batches per rank: {e}");
+    }
+    let ranges = ranges.ok();
+    let range_of = |i: usize| ranges.as_ref().and_then(|r| r.get(i)).copied();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.json {
         let runs: Vec<serde_json::Value> = plan
@@ -29,6 +38,10 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
                     "run_id": r.id, "name": r.name, "train": r.config["train"],
                     "phases": r.scripts.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
                     "gpu_hours": plan.gpu_hours(r),
+                    "world_size": world,
+                    "micro_batches_per_rank": range_of(r.index).map(|m| serde_json::json!({
+                        "min": m.min, "max": m.max, "steps": m.steps, "sampled": m.sampled,
+                    })),
                     "memory_per_gpu": mem_of(r.index).map(|e| serde_json::json!({
                         "total_bytes": e.total(), "params": e.params, "weights": e.weights,
                         "gradients": e.gradients, "optimizer": e.optimizer,
@@ -40,7 +53,7 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
             .collect();
         let doc = serde_json::json!({
             "sweep": plan.spec.name, "ledger": plan.ledger.root(), "runs": runs,
-            "resources": {"nodes": s.nodes, "gpus_per_node": s.gpus_per_node, "cpus_per_task": s.cpus_per_task, "time": s.time},
+            "resources": {"nodes": s.nodes, "gpus_per_node": s.gpus_per_node, "ranks_per_node": s.ranks_per_node, "world_size": s.nodes * s.ranks_per_node, "cpus_per_task": s.cpus_per_task, "time": s.time},
             "total_gpu_hours": total,
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
@@ -56,6 +69,7 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
             write!(out, " {k:>12}")?;
         }
         // GPU-H stays the last column (scripts read it); MEM/GPU goes before it.
+        write!(out, " {:>7} {:>9}", "RANKS", "MB/RANK")?;
         write!(out, " {:>11}", "MEM/GPU")?;
         writeln!(out, " {:>9}", "GPU-H")?;
         for r in &plan.runs {
@@ -71,16 +85,25 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
                 let flag = if e.total() > limit { "!" } else { "" };
                 format!("{}{flag}", sftctl_memory::gib(e.total()))
             });
+            let mb = range_of(r.index).map_or("?".to_string(), |m| {
+                if m.min == m.max {
+                    m.min.to_string()
+                } else {
+                    format!("{}-{}", m.min, m.max)
+                }
+            });
+            write!(out, " {world:>7} {mb:>9}")?;
             write!(out, " {mem:>11}")?;
             writeln!(out, " {:>9.2}", plan.gpu_hours(r))?;
         }
         out.flush()?;
         eprintln!(
-            "{} runs of sweep `{}`; each {} node(s) x {} GPU(s), {} CPU(s), time {}; phases {:?}; at most {:.2} GPU-hours in all",
+            "{} runs of sweep `{}`; each {} node(s) x {} GPU(s), {} rank(s) in all, {} CPU(s), time {}; phases {:?}; at most {:.2} GPU-hours in all",
             plan.runs.len(),
             plan.spec.name,
             s.nodes,
             s.gpus_per_node,
+            world,
             s.cpus_per_task,
             s.time,
             plan.phases(),
@@ -100,6 +123,12 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
                 sftctl_memory::gib(e.optimizer),
                 sftctl_memory::gib(e.activations),
                 sftctl_memory::gib(e.logits)
+            );
+        }
+        if ranges.as_ref().is_some_and(|r| r.iter().any(|m| m.sampled)) {
+            eprintln!(
+                "micro-batches per rank (MB/RANK) from the first {} MiB of each larger data file",
+                crate::ranks::SAMPLE_BYTES >> 20
             );
         }
         if !over.is_empty() {

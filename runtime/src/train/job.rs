@@ -19,7 +19,7 @@ use sftctl_ledger::records::{
 };
 
 use crate::backend::BackendChoice;
-use crate::collective::{Collective, SingleProcess};
+use crate::collective::launch::{RankEnv, connect};
 use crate::model::CausalLm;
 use crate::train::WeightsIo;
 use crate::train::checkpoint::{CheckpointInfo, Checkpoints, read_state};
@@ -167,34 +167,58 @@ struct UserError(String);
 pub fn main(args: RunArgs) -> JobExit {
     // Colour only on a terminal and without NO_COLOR: job logs are files.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let rank_env = RankEnv::from_env();
+    let rank = rank_env.as_ref().map_or(0, |e| e.rank);
+    // Every rank's lines reach the job log; ranks other than 0 log only warnings and errors
+    // unless RUST_LOG says otherwise (rank 0's step lines stand for all).
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if rank == 0 { "info" } else { "warn" })
+            }),
         )
         .try_init();
-    let mut writer = match RunWriter::open(&args.run_dir, 0, job_id()) {
-        Ok(w) => w,
+    // Errors name their rank when there are several.
+    let prefix = match &rank_env {
+        Ok(e) if e.world_size > 1 => format!("rank {rank}: "),
+        _ => String::new(),
+    };
+    let rank_env = match rank_env {
+        Ok(e) => e,
         Err(e) => {
-            eprintln!(
-                "error: cannot open run directory `{}`: {e}",
-                args.run_dir.display()
-            );
+            eprintln!("error: {e}");
             return JobExit::UserError;
         }
     };
-    match train_run(&args, &mut writer) {
+    // Rank 0 alone writes the run's ledger records.
+    let mut writer = if rank == 0 {
+        match RunWriter::open(&args.run_dir, 0, job_id()) {
+            Ok(w) => Records(Some(w)),
+            Err(e) => {
+                eprintln!(
+                    "{prefix}error: cannot open run directory `{}`: {e}",
+                    args.run_dir.display()
+                );
+                return JobExit::UserError;
+            }
+        }
+    } else {
+        Records(None)
+    };
+    match train_run(&args, &rank_env, &mut writer) {
         Ok(JobExit::Requeue) => {
-            requeue_self();
+            if rank == 0 {
+                requeue_self();
+            }
             JobExit::Requeue
         }
         Ok(exit) => exit,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("{prefix}error: {e:#}");
             let _ = writer.event(EventKind::Error {
-                message: format!("{e:#}"),
+                message: format!("{prefix}{e:#}"),
             });
             if e.downcast_ref::<UserError>().is_some() {
                 JobExit::UserError
@@ -210,13 +234,9 @@ pub fn main(args: RunArgs) -> JobExit {
 /// local executor) the exit status alone says "requeue me". A failed requeue is logged: the run
 /// then ends as failed and `sftctl submit --retry-failed` resumes it from the same checkpoint.
 fn requeue_self() {
-    let rank = std::env::var("SLURM_PROCID").unwrap_or_else(|_| "0".into());
     let Ok(job) = std::env::var("SLURM_JOB_ID") else {
         return;
     };
-    if rank != "0" {
-        return;
-    }
     let job = match job.parse::<sftctl_slurm::JobId>() {
         Ok(j) => j,
         Err(e) => {
@@ -227,6 +247,31 @@ fn requeue_self() {
     match sftctl_slurm::Slurm::from_env().requeue(&job) {
         Ok(()) => tracing::info!("requeued job {job}"),
         Err(e) => tracing::error!("requeue of job {job} failed: {e}"),
+    }
+}
+
+/// The ledger writer of rank 0; the other ranks of a data-parallel job write no records.
+struct Records(Option<RunWriter>);
+
+impl Records {
+    fn begin_attempt(&mut self, a: &Attempt) -> sftctl_ledger::Result<()> {
+        self.0.as_mut().map_or(Ok(()), |w| w.begin_attempt(a))
+    }
+
+    fn metric(&mut self, m: &MetricRecord) -> sftctl_ledger::Result<()> {
+        self.0.as_mut().map_or(Ok(()), |w| w.metric(m))
+    }
+
+    fn event(&mut self, kind: EventKind) -> sftctl_ledger::Result<()> {
+        self.0.as_mut().map_or(Ok(()), |w| w.event(kind))
+    }
+
+    fn heartbeat(&mut self, step: u64) -> sftctl_ledger::Result<()> {
+        self.0.as_mut().map_or(Ok(()), |w| w.heartbeat(step))
+    }
+
+    fn write_result(&mut self, r: &RunResult) -> sftctl_ledger::Result<()> {
+        self.0.as_mut().map_or(Ok(()), |w| w.write_result(r))
     }
 }
 
@@ -280,7 +325,13 @@ struct Prepared {
     data_sha: std::collections::BTreeMap<String, String>,
 }
 
-fn prepare(args: &RunArgs, config: &RunConfig, phase: u32) -> anyhow::Result<Prepared> {
+fn prepare(
+    args: &RunArgs,
+    config: &RunConfig,
+    phase: u32,
+    rank: usize,
+    world_size: usize,
+) -> anyhow::Result<Prepared> {
     let t = &config.train;
     let model_dir = &config.model.path;
     let device = args
@@ -337,7 +388,7 @@ fn prepare(args: &RunArgs, config: &RunConfig, phase: u32) -> anyhow::Result<Pre
     } as usize;
     let batch_config = BatchConfig {
         batch_size: t.batch_size as usize,
-        world_size: 1,
+        world_size,
         token_budget,
         seed: t.seed,
         tail: TailPolicy::Continue,
@@ -359,9 +410,9 @@ fn prepare(args: &RunArgs, config: &RunConfig, phase: u32) -> anyhow::Result<Pre
         ));
         vcaches.push(cache);
     }
-    let validation = pack_all(&vcaches, &vsources, token_budget, 1, 0)
+    let validation = pack_all(&vcaches, &vsources, token_budget, world_size, rank)
         .map_err(|e| user(format!("validation data: {e}")))?;
-    let source = PackedSource::new(batch_config, sources, caches, 0, validation)
+    let source = PackedSource::new(batch_config, sources, caches, rank, validation)
         .map_err(|e| user(format!("data of run `{}`: {e}", config.run_id)))?;
 
     let epoch_len = source.epoch_len() as u64;
@@ -488,7 +539,7 @@ fn source_has_validation(files: &[PathBuf]) -> bool {
 
 /// Writes metrics, heartbeats, validation losses and checkpoint events as the loop runs.
 struct LedgerObserver<'a> {
-    writer: &'a mut RunWriter,
+    writer: &'a mut Records,
     bar: Option<indicatif::ProgressBar>,
     run_dir: PathBuf,
     epoch_len: u64,
@@ -576,7 +627,7 @@ impl Observer for LedgerObserver<'_> {
     }
 }
 
-fn train_run(args: &RunArgs, writer: &mut RunWriter) -> anyhow::Result<JobExit> {
+fn train_run(args: &RunArgs, rank_env: &RankEnv, writer: &mut Records) -> anyhow::Result<JobExit> {
     let started = Instant::now();
     let config_path = args.run_dir.join("config.json");
     let text = fs_err::read_to_string(&config_path)
@@ -591,9 +642,17 @@ fn train_run(args: &RunArgs, writer: &mut RunWriter) -> anyhow::Result<JobExit> 
             .unwrap_or(0),
     };
     let stop = StopSignal::install(args.stop_grace).context("installing signal handlers")?;
-    let mut collective = SingleProcess;
+    // One rank: `SingleProcess`; under `mpirun` (feature `mpi`) or `srun` on CUDA (feature
+    // `nccl`): the engine of docs/distributed.md.
+    let cuda_ordinal = match args.backend {
+        BackendChoice::TchCuda(n) => Some(n),
+        _ => None,
+    };
+    let mut collective = connect(rank_env, &args.run_dir, cuda_ordinal)
+        .map_err(|e| user(format!("starting rank {}: {e}", rank_env.rank)))?;
+    let (rank, world_size) = (collective.rank(), collective.world_size());
 
-    let mut p = prepare(args, &config, phase)?;
+    let mut p = prepare(args, &config, phase, rank, world_size)?;
     let job = job_id().unwrap_or_else(|| format!("pid-{}", std::process::id()));
     let attempt: u32 = std::env::var("SLURM_RESTART_COUNT")
         .ok()
@@ -632,9 +691,10 @@ fn train_run(args: &RunArgs, writer: &mut RunWriter) -> anyhow::Result<JobExit> 
         "training"
     );
 
-    let show_bar = args
-        .progress
-        .unwrap_or_else(|| std::io::stderr().is_terminal());
+    let show_bar = rank == 0
+        && args
+            .progress
+            .unwrap_or_else(|| std::io::stderr().is_terminal());
     let bar = show_bar.then(|| {
         let bar = indicatif::ProgressBar::new(p.settings.total_steps);
         bar.set_style(
@@ -663,7 +723,7 @@ fn train_run(args: &RunArgs, writer: &mut RunWriter) -> anyhow::Result<JobExit> 
         &p.checkpoints,
         &p.weights,
         &p.settings,
-        &mut collective,
+        collective.as_mut(),
         &stop,
         &mut observer,
     )?;
