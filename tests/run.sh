@@ -17,7 +17,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 # The MPI-featured runtime for tests/tests/e2e_dp.rs (cargo test rebuilds the plain one).
 cargo build -p sftctl-runtime --features mpi --bin sftctl-train && cp "$CARGO_TARGET_DIR/debug/sftctl-train" "$CARGO_TARGET_DIR/sftctl-train-mpi"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 # Data parallelism over MPI: 2 ranks vs 1, checksum mismatch, dead ranks (docs/distributed.md).
 cargo test -p sftctl-runtime --features mpi --test dist_mpi
 # The libtorch backend (tch-CPU): the model's parity with transformers and the weights round trip,

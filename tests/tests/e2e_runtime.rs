@@ -72,7 +72,7 @@ fn quickstart(
 
 /// The one run directory of the sweep `name` in the sandbox's ledger.
 fn run_dir(sb: &Sandbox, name: &str) -> PathBuf {
-    let runs = sb.path().join("ledger/sweeps").join(name).join("runs");
+    let runs = sb.path().join("ledger-data/sweeps").join(name).join("runs");
     let dirs: Vec<PathBuf> = fs_err::read_dir(&runs)
         .unwrap()
         .flatten()
