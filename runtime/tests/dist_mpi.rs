@@ -163,18 +163,21 @@ fn worker(scenario: &str, out: &Path) -> i32 {
         if let Err(e) = &r {
             // Every rank prints its error before any exits (mpirun kills the rest on the first
             // non-zero exit). Only the scenarios where all ranks fail together get here.
-            eprintln!("error: rank {}: {e}", c.rank());
+            // One write per line: ranks share the terminal, and `eprintln!` writes piecewise.
+            let line = format!("error: rank {}: {e}\n", c.rank());
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
             c.barrier();
             return 3;
         }
         let s = c.stats();
-        eprintln!(
-            "rank {}: {} collectives, {} bytes, {:.3} s in collectives",
+        let line = format!(
+            "rank {}: {} collectives, {} bytes, {:.3} s in collectives\n",
             c.rank(),
             s.calls,
             s.bytes,
             s.seconds
         );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
         Ok(())
     };
     match result {

@@ -197,10 +197,10 @@ pub fn main(args: RunArgs) -> JobExit {
         match RunWriter::open(&args.run_dir, 0, job_id()) {
             Ok(w) => Records(Some(w)),
             Err(e) => {
-                eprintln!(
+                stderr_line(&format!(
                     "{prefix}error: cannot open run directory `{}`: {e}",
                     args.run_dir.display()
-                );
+                ));
                 return JobExit::UserError;
             }
         }
@@ -216,7 +216,7 @@ pub fn main(args: RunArgs) -> JobExit {
         }
         Ok(exit) => exit,
         Err(e) => {
-            eprintln!("{prefix}error: {e:#}");
+            stderr_line(&format!("{prefix}error: {e:#}"));
             let _ = writer.event(EventKind::Error {
                 message: format!("{prefix}{e:#}"),
             });
@@ -273,6 +273,13 @@ impl Records {
     fn write_result(&mut self, r: &RunResult) -> sftctl_ledger::Result<()> {
         self.0.as_mut().map_or(Ok(()), |w| w.write_result(r))
     }
+}
+
+/// Writes one line to stderr in a single write: the ranks of a job share one log, and
+/// `eprintln!` writes a formatted line piecewise, so lines of two ranks could interleave.
+fn stderr_line(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
 
 fn job_id() -> Option<String> {
