@@ -160,8 +160,10 @@ pub fn resume<M: PackedLm, S: BatchSource>(
     Ok(Some((progress, info)))
 }
 
-fn save<M: PackedLm>(
+#[allow(clippy::too_many_arguments)]
+fn save<M: PackedLm, O: Observer>(
     trainer: &mut Trainer<M>,
+    observer: &mut O,
     weights: &dyn WeightsIo<M>,
     sampler: serde_json::Value,
     progress: &Progress,
@@ -192,6 +194,8 @@ fn save<M: PackedLm>(
     // only the newest `keep_last` survive.
     checkpoints.prune(settings.keep_last.max(1), &|_| false)?;
     trainer.checkpoint_estimate = started.elapsed().mul_f64(1.5);
+    // Every checkpoint is reported here, whichever path wrote it (periodic, stop, end).
+    observer.checkpoint(&info, progress);
     Ok(Some(info))
 }
 
@@ -232,6 +236,7 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
             let sampler = source.state();
             let checkpoint = save(
                 trainer,
+                observer,
                 weights,
                 sampler,
                 &progress,
@@ -239,9 +244,6 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
                 settings,
                 collective,
             )?;
-            if let Some(info) = &checkpoint {
-                observer.checkpoint(info, &progress);
-            }
             return Ok(RunOutcome::Stopped {
                 reason: local.unwrap_or(StopReason::Requested),
                 checkpoint,
@@ -280,17 +282,16 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
                     && prev_samples / every < progress.samples_seen / every
                 {
                     let sampler = source.state();
-                    if let Some(info) = save(
+                    save(
                         trainer,
+                        observer,
                         weights,
                         sampler,
                         &progress,
                         checkpoints,
                         settings,
                         collective,
-                    )? {
-                        observer.checkpoint(&info, &progress);
-                    }
+                    )?;
                     last_saved_step = Some(trainer.step);
                 }
                 last = Some(stats);
@@ -298,6 +299,7 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
             StepOutcome::Abandoned => {
                 let checkpoint = save(
                     trainer,
+                    observer,
                     weights,
                     before,
                     &progress,
@@ -305,9 +307,6 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
                     settings,
                     collective,
                 )?;
-                if let Some(info) = &checkpoint {
-                    observer.checkpoint(info, &progress);
-                }
                 return Ok(RunOutcome::Stopped {
                     reason: stop.requested().unwrap_or(StopReason::Requested),
                     checkpoint,
@@ -329,19 +328,16 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
         checkpoints.latest_resumable()?
     } else {
         let sampler = source.state();
-        let info = save(
+        save(
             trainer,
+            observer,
             weights,
             sampler,
             &progress,
             checkpoints,
             settings,
             collective,
-        )?;
-        if let Some(info) = &info {
-            observer.checkpoint(info, &progress);
-        }
-        info
+        )?
     };
     Ok(RunOutcome::Completed { last, checkpoint })
 }
