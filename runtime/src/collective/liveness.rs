@@ -2,7 +2,8 @@
 //! or is stopped (SIGSTOP, a hung node) fails the whole job within a bounded time instead of
 //! leaving its peers blocked in a collective until the time limit.
 //!
-//! Each rank's thread rewrites `rank-<r>` in a directory every `period`; rank 0 watches every
+//! Each rank's thread rewrites `rank-<r>` in a directory every `period` with `<beat> <node> <pid>`
+//! (the node and pid let a watcher, a post-mortem and a test name the rank); rank 0 watches every
 //! other rank and every other rank watches rank 0 (O(world) file reads, not O(world²)). A peer
 //! whose file has not changed for `timeout` (measured by the watcher's own clock, so clock skew
 //! between nodes does not matter) is declared dead and `on_dead` runs: the engine aborts the job.
@@ -74,6 +75,49 @@ pub fn heartbeat_path(dir: &Path, rank: usize) -> PathBuf {
     dir.join(format!("rank-{rank}"))
 }
 
+/// Where this process runs: the Slurm node name (`SLURMD_NODENAME`, set inside every step, also
+/// under `mpirun`'s daemons), else the host name. On the local cluster both nodes are one host,
+/// so only the Slurm name tells them apart.
+pub fn node_name() -> String {
+    std::env::var("SLURMD_NODENAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            fs_err::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// A heartbeat file's content as written by a live rank: `<beat> <node> <pid>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Beat {
+    /// Counter, increased at every write.
+    pub beat: u64,
+    /// [`node_name`] of the rank.
+    pub node: String,
+    /// Process id of the rank on its node.
+    pub pid: u32,
+}
+
+impl Beat {
+    /// Parses a live heartbeat; `None` for [`DONE`] or anything else.
+    pub fn parse(content: &str) -> Option<Self> {
+        let mut w = content.split_whitespace();
+        let beat = w.next()?.parse().ok()?;
+        let node = w.next()?.to_owned();
+        let pid = w.next()?.parse().ok()?;
+        Some(Self { beat, node, pid })
+    }
+}
+
+impl std::fmt::Display for Beat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.beat, self.node, self.pid)
+    }
+}
+
 fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     fs_err::write(&tmp, content)?;
@@ -91,7 +135,12 @@ impl Liveness {
     ) -> std::io::Result<Self> {
         fs_err::create_dir_all(&config.dir)?;
         let own = heartbeat_path(&config.dir, rank);
-        write_atomic(&own, "0")?;
+        let mut me = Beat {
+            beat: 0,
+            node: node_name(),
+            pid: std::process::id(),
+        };
+        write_atomic(&own, &me.to_string())?;
         let watched: Vec<usize> = if rank == 0 {
             (1..world).collect()
         } else {
@@ -107,14 +156,13 @@ impl Liveness {
                 // Per watched peer: the last content seen and when it changed.
                 let mut seen: Vec<(usize, Option<String>, Instant)> =
                     watched.into_iter().map(|p| (p, None, started)).collect();
-                let mut beat: u64 = 0;
                 while !flag.load(Ordering::SeqCst) {
                     std::thread::sleep(config.period);
                     if flag.load(Ordering::SeqCst) {
                         break;
                     }
-                    beat += 1;
-                    if let Err(e) = write_atomic(&own_path, &beat.to_string()) {
+                    me.beat += 1;
+                    if let Err(e) = write_atomic(&own_path, &me.to_string()) {
                         tracing::warn!("rank {rank}: cannot write heartbeat: {e}");
                     }
                     let now = Instant::now();
@@ -140,8 +188,13 @@ impl Liveness {
                         } else {
                             "has written no heartbeat at all"
                         };
+                        // The post-mortem (`collective::postmortem`) parses this line.
+                        let place = match last.as_deref().and_then(Beat::parse) {
+                            Some(b) => format!("on {}, pid {}; ", b.node, b.pid),
+                            None => String::new(),
+                        };
                         on_dead(format!(
-                            "rank {rank}: rank {peer} {what} for {:.0} s (dead, stopped or hung; `{}`): aborting the job",
+                            "rank {rank}: rank {peer} {what} for {:.0} s ({place}dead, stopped or hung; `{}`): aborting the job",
                             now.duration_since(*changed).as_secs_f64(),
                             heartbeat_path(&config.dir, *peer).display()
                         ));
