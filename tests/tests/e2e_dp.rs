@@ -310,13 +310,14 @@ fn complete_checkpoints(run: &Path) -> Vec<u64> {
     v
 }
 
-/// Rank 1's node and pid from its heartbeat file (`<beat> <node> <pid>`, collective/liveness.rs).
+/// Rank 1's node and pid from its heartbeat file (`<beat> <node> <pid> <collectives>`,
+/// collective/liveness.rs).
 fn rank_1(run: &Path) -> Option<(String, u32)> {
     let dir = fs_err::read_dir(run.join("dist")).ok()?;
     for e in dir.flatten() {
         let text = fs_err::read_to_string(e.path().join("rank-1")).unwrap_or_default();
         let w: Vec<&str> = text.split_whitespace().collect();
-        if let [_, node, pid] = w[..] {
+        if let [_, node, pid, ..] = w[..] {
             return Some((node.to_owned(), pid.parse().ok()?));
         }
     }

@@ -48,6 +48,14 @@ pub enum Finding {
         seconds: u64,
         watcher: usize,
     },
+    /// A collective of rank `watcher` did not return for `seconds` while its peers still beat;
+    /// `behind` is the rank (and node) that never joined it, when the watcher saw one.
+    Stuck {
+        watcher: usize,
+        op: String,
+        seconds: u64,
+        behind: Option<(usize, String)>,
+    },
     /// The launcher saw `rank` end on a signal.
     Signal {
         rank: usize,
@@ -67,19 +75,13 @@ pub enum Finding {
 }
 
 impl Finding {
-    fn rank(&self) -> usize {
+    /// The lost rank and its node, for a launcher's report (the watchers' lines name both).
+    fn launcher_rank(&mut self) -> Option<(usize, &mut Option<String>)> {
         match self {
-            Finding::Silent { rank, .. }
-            | Finding::Signal { rank, .. }
-            | Finding::Exit { rank, .. } => *rank,
-        }
-    }
-
-    fn node_mut(&mut self) -> &mut Option<String> {
-        match self {
-            Finding::Silent { node, .. }
-            | Finding::Signal { node, .. }
-            | Finding::Exit { node, .. } => node,
+            Finding::Signal { rank, node, .. } | Finding::Exit { rank, node, .. } => {
+                Some((*rank, node))
+            }
+            Finding::Silent { .. } | Finding::Stuck { .. } => None,
         }
     }
 }
@@ -90,7 +92,7 @@ pub fn findings(log: &str) -> Vec<Finding> {
     let mut out = Vec::new();
     let lines: Vec<&str> = log.lines().collect();
     for (i, line) in lines.iter().enumerate() {
-        if let Some(f) = silent(line) {
+        if let Some(f) = silent(line).or_else(|| stuck(line)) {
             out.push(f);
         } else if let Some(f) = mpirun_signal(line) {
             out.push(f);
@@ -131,6 +133,36 @@ fn silent(line: &str) -> Option<Finding> {
         node,
         seconds,
         watcher,
+    })
+}
+
+/// `rank 0: collective `any` (call 57) has not returned for 20 s (...); rank 1 (on n2, pid 77)
+/// is alive but has entered only 56 collective(s): aborting the job` (`collective::liveness`).
+fn stuck(line: &str) -> Option<Finding> {
+    let at = line.find(": collective `")?;
+    let watcher: usize = line[..at].rsplit(' ').next()?.parse().ok()?;
+    let rest = &line[at + ": collective `".len()..];
+    let op = rest.split('`').next()?.to_owned();
+    let t = rest.find("has not returned for ")?;
+    let seconds = rest[t + "has not returned for ".len()..]
+        .split_whitespace()
+        .next()?
+        .parse::<f64>()
+        .ok()? as u64;
+    let behind = rest.find("); rank ").and_then(|i| {
+        let who = &rest[i + "); rank ".len()..];
+        let rank = who.split_whitespace().next()?.parse().ok()?;
+        let node = who
+            .find("(on ")
+            .and_then(|j| who[j + 4..].split([',', ')']).next())?
+            .to_owned();
+        Some((rank, node))
+    });
+    Some(Finding::Stuck {
+        watcher,
+        op,
+        seconds,
+        behind,
     })
 }
 
@@ -276,7 +308,7 @@ fn rank_error(log: &str, rank: usize) -> Option<String> {
 pub fn explain(findings: &[Finding], log: &str, exit_status: i32) -> Option<String> {
     let chosen = findings
         .iter()
-        .find(|f| matches!(f, Finding::Silent { .. }))
+        .find(|f| matches!(f, Finding::Silent { .. } | Finding::Stuck { .. }))
         .or_else(|| findings.first());
     let place = |rank: usize, node: &Option<String>| match node {
         Some(n) => format!("rank {rank} on {n}"),
@@ -291,6 +323,22 @@ pub fn explain(findings: &[Finding], log: &str, exit_status: i32) -> Option<Stri
         }) => Some(format!(
             "{} stopped answering: no heartbeat for {seconds} s (stopped, hung or dead); rank {watcher} aborted the job",
             place(*rank, node)
+        )),
+        Some(Finding::Stuck {
+            watcher,
+            op,
+            seconds,
+            behind: Some((rank, node)),
+        }) => Some(format!(
+            "rank {rank} on {node} hung: alive (heartbeats) but it never joined collective `{op}`, which rank {watcher} waited {seconds} s for (SFTCTL_COLLECTIVE_TIMEOUT_S); rank {watcher} aborted the job"
+        )),
+        Some(Finding::Stuck {
+            watcher,
+            op,
+            seconds,
+            behind: None,
+        }) => Some(format!(
+            "collective `{op}` of rank {watcher} did not return for {seconds} s (SFTCTL_COLLECTIVE_TIMEOUT_S) while its peers were alive; rank {watcher} aborted the job"
         )),
         Some(Finding::Signal {
             rank,
@@ -366,9 +414,9 @@ pub fn examine(
     // The node of a rank the launcher did not place: from its last heartbeat.
     if let Some(dir) = newest_heartbeat_dir(run_dir) {
         for f in &mut found {
-            let rank = f.rank();
-            let node = f.node_mut();
-            if node.is_none() {
+            if let Some((rank, node)) = f.launcher_rank()
+                && node.is_none()
+            {
                 *node = fs_err::read_to_string(heartbeat_path(&dir, rank))
                     .ok()
                     .and_then(|c| Beat::parse(&c))
@@ -489,6 +537,24 @@ mod tests {
                         by: Reporter::Srun,
                     },
                 ],
+            ),
+            (
+                "[1,0]<stderr>:error: rank 0: collective `any` (call 57) has not returned for 20 s (SFTCTL_COLLECTIVE_TIMEOUT_S); rank 1 (on n2, pid 77) is alive but has entered only 56 collective(s): aborting the job",
+                vec![Finding::Stuck {
+                    watcher: 0,
+                    op: "any".into(),
+                    seconds: 20,
+                    behind: Some((1, "n2".into())),
+                }],
+            ),
+            (
+                "error: rank 1: collective `barrier` (call 3) has not returned for 25 s (SFTCTL_COLLECTIVE_TIMEOUT_S); every watched rank has joined it: aborting the job",
+                vec![Finding::Stuck {
+                    watcher: 1,
+                    op: "barrier".into(),
+                    seconds: 25,
+                    behind: None,
+                }],
             ),
             ("rank 0: error: data set `x`: no such file", vec![]),
             ("srun: error: Unable to create step for job 12", vec![]),
