@@ -279,6 +279,70 @@ fn plan_shows_micro_batches_per_rank_for_every_phase() {
     );
 }
 
+/// The post-mortem on the real `srun`'s report (the launcher of GPU ranks, which cannot run here
+/// with NCCL): a 2-task step on n1 and n2 whose task 1 dies, then `sftctl-train post-mortem` on
+/// the captured stderr must name rank 1 on n2 and how it ended.
+#[test]
+fn the_post_mortem_reads_what_srun_reports() {
+    let Some(_lock) = lock_cluster() else { return };
+    let binary = mpi_binary();
+    // (task 1's end, expected sentence)
+    let cases = [
+        (
+            "kill -9 $$",
+            "rank 1 on n2 was killed by signal 9 (SIGKILL); srun ended the job",
+        ),
+        (
+            "echo \"rank 1: error: disk full\" >&2; exit 3",
+            "rank 1 on n2 exited with status 3: disk full; srun ended the job",
+        ),
+    ];
+    for (end, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let task = format!("if [ \"$SLURM_PROCID\" = 1 ]; then sleep 1; {end}; else sleep 60; fi");
+        let started = std::time::Instant::now();
+        let out = Command::new("srun")
+            .args([
+                "--nodes=2",
+                "--ntasks=2",
+                "--label",
+                "--kill-on-bad-exit=1",
+                "--time=2",
+                "bash",
+                "-c",
+            ])
+            .arg(&task)
+            .output()
+            .unwrap();
+        eprintln!(
+            "srun with task 1 ending by `{end}`: ended after {:.1} s ({})",
+            started.elapsed().as_secs_f64(),
+            out.status
+        );
+        assert!(!out.status.success());
+        let log = dir.path().join("job.log");
+        fs_err::write(&log, &out.stderr).unwrap();
+        let run = dir.path().join("run");
+        let pm = Command::new(&binary)
+            .arg("post-mortem")
+            .arg(&run)
+            .args(["--exit-status", &out.status.code().unwrap_or(1).to_string()])
+            .arg("--log")
+            .arg(&log)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&pm.stderr);
+        let srun_said = String::from_utf8_lossy(&out.stderr);
+        assert!(pm.status.success(), "{said}");
+        assert!(
+            said.contains(&format!("post-mortem: {want}")),
+            "{said}\nsrun said:\n{srun_said}"
+        );
+        let events = fs_err::read_to_string(run.join("events/rank-0.jsonl")).unwrap();
+        assert!(events.contains(want), "{events}");
+    }
+}
+
 /// All job logs of a run, concatenated.
 fn job_log(run: &Path) -> String {
     fs_err::read_dir(run.join("logs"))
