@@ -388,25 +388,29 @@ fn rank_1(run: &Path) -> Option<(String, u32)> {
     None
 }
 
-/// Submits `spec` (sweep `sweep`, 2 nodes), waits until rank 1 runs on `n2` and the run has a
-/// complete checkpoint and `min_step` steps, sends `signal` to rank 1, and waits for the run to
-/// fail. Returns the run directory, the seconds from the signal to the failed state, the
-/// newest complete checkpoint when the signal was sent, and the failed status.
+/// The newest step in metrics.jsonl (a line being written is skipped).
+fn last_step(run: &Path) -> Option<u64> {
+    let text = fs_err::read_to_string(run.join("metrics.jsonl")).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["step"].as_u64())
+        .last()
+}
+
+/// Submits `spec` (sweep `sweep`, 2 nodes), waits until rank 1 runs on `n2` and
+/// `ready(newest step, newest complete checkpoint)` holds, sends `signal` to rank 1, and waits
+/// for the run to fail. Returns the run directory, the seconds from the signal to the failed
+/// state, the newest complete checkpoint when the signal was sent, and the failed status.
 fn lose_rank_1(
     sb: &Sandbox,
     spec: &str,
     sweep: &str,
     signal: &str,
-    min_step: u64,
+    ready: impl Fn(u64, u64) -> bool,
 ) -> (PathBuf, f64, u64, serde_json::Value) {
     sb.ok(&["submit", spec]);
     let running = sb
         .wait_for(spec, T, |s| {
-            s["runs"][0]["step"]
-                .as_u64()
-                .is_some_and(|st| st >= min_step)
-                || all_in(s, "failed")
-                || all_in(s, "completed")
+            s["runs"][0]["step"].as_u64().is_some() || all_in(s, "failed") || all_in(s, "completed")
         })
         .unwrap();
     let run = run_dir(sb, sweep, &running);
@@ -418,15 +422,17 @@ fn lose_rank_1(
     let started = std::time::Instant::now();
     let (node, pid, ckpt) = loop {
         let ckpt = complete_checkpoints(&run).last().copied();
-        if let (Some((node, pid)), Some(ckpt)) = (rank_1(&run), ckpt) {
+        if let (Some((node, pid)), Some(ckpt), Some(step)) = (rank_1(&run), ckpt, last_step(&run))
+            && ready(step, ckpt)
+        {
             break (node, pid, ckpt);
         }
         assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no rank 1 heartbeat or no checkpoint:\n{}",
+            started.elapsed() < Duration::from_secs(60) && !run.join("result.json").exists(),
+            "no rank 1 heartbeat, checkpoint or step to stop at:\n{}",
             job_log(&run)
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(node, "n2", "rank 1 runs on the second node");
     let sent = std::time::Instant::now();
@@ -459,8 +465,9 @@ fn lose_rank_1(
 fn a_killed_rank_fails_the_job_status_names_it_and_a_retry_resumes() {
     let Some(_lock) = lock_cluster() else { return };
     let (sb, bin) = sandbox();
-    // 24 steps, a checkpoint every 4: the signal comes after a checkpoint and before the end,
-    // mostly a step or more after the checkpoint, so the retry trains some steps again.
+    // 24 steps, a checkpoint every 4; the signal comes when rank 0 has logged the step after a
+    // checkpoint (5, 9, ...): rank 1 dies in the next step at the latest, which rank 0 cannot
+    // finish, so the retry resumes from that checkpoint and trains at least one step again.
     let steps = 24;
     sb.write(
         "kill.toml",
@@ -471,7 +478,9 @@ fn a_killed_rank_fails_the_job_status_names_it_and_a_retry_resumes() {
             &format!("epochs = 10\nmax_steps = {steps}\ncheckpoint_every = 4\n"),
         ),
     );
-    let (run, took, ckpt, failed) = lose_rank_1(&sb, "kill.toml", "dp-kill", "KILL", 5);
+    let (run, took, ckpt, failed) = lose_rank_1(&sb, "kill.toml", "dp-kill", "KILL", |s, c| {
+        s >= 5 && s % 4 == 1 && c == s - 1
+    });
     eprintln!("SIGKILL of rank 1 on n2: run failed {took:.1} s later (checkpoint at step {ckpt})");
     assert!(took < 60.0, "{took} s\n{}", job_log(&run));
     let error = failed["runs"][0]["error"].as_str().unwrap_or_default();
@@ -494,8 +503,8 @@ fn a_killed_rank_fails_the_job_status_names_it_and_a_retry_resumes() {
         })
         .unwrap();
     assert!(all_in(&done, "completed"), "{done:#}\n{}", job_log(&run));
-    // The second attempt, again 2 ranks, resumed from a complete checkpoint at or after the one
-    // seen before the signal (rank 0 may have written another before mpirun ended it).
+    // The second attempt, again 2 ranks, resumed from the newest complete checkpoint at the
+    // signal (rank 0 could not reach the next one).
     let attempts: Vec<serde_json::Value> = fs_err::read_to_string(run.join("attempts.jsonl"))
         .unwrap()
         .lines()
@@ -504,9 +513,9 @@ fn a_killed_rank_fails_the_job_status_names_it_and_a_retry_resumes() {
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     assert_eq!(attempts[1]["world_size"], 2);
     let from = attempts[1]["resumed_from_step"].as_u64().unwrap();
-    assert!(
-        from >= ckpt && from < steps,
-        "resumed from {from}, checkpoint {ckpt}"
+    assert_eq!(
+        from, ckpt,
+        "resumed from {from}, not from the checkpoint before the signal"
     );
     // It loaded that (complete) checkpoint.
     let log = job_log(&run);
@@ -541,6 +550,7 @@ fn a_killed_rank_fails_the_job_status_names_it_and_a_retry_resumes() {
         );
         again += 1;
     }
+    assert!(again >= 1, "no step trained twice: {m:?}");
     let result: serde_json::Value =
         serde_json::from_str(&fs_err::read_to_string(run.join("result.json")).unwrap()).unwrap();
     assert_eq!(result["final_step"], steps, "{result:#}");
@@ -562,7 +572,7 @@ fn a_stopped_rank_fails_the_job_and_status_names_it() {
             "epochs = 100\nmax_steps = 400\ncheckpoint_every = 2\n",
         ),
     );
-    let (run, took, _, failed) = lose_rank_1(&sb, "stop.toml", "dp-stop", "STOP", 2);
+    let (run, took, _, failed) = lose_rank_1(&sb, "stop.toml", "dp-stop", "STOP", |s, _| s >= 2);
     eprintln!("SIGSTOP of rank 1 on n2: run failed {took:.1} s later");
     assert!(took < 60.0, "{took} s\n{}", job_log(&run));
     let error = failed["runs"][0]["error"].as_str().unwrap_or_default();
