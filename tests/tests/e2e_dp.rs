@@ -392,8 +392,8 @@ fn rank_1(run: &Path) -> Option<(String, u32)> {
 fn last_step(run: &Path) -> Option<u64> {
     let text = fs_err::read_to_string(run.join("metrics.jsonl")).ok()?;
     text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["step"].as_u64())
-        .last()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["step"].as_u64())
 }
 
 /// Submits `spec` (sweep `sweep`, 2 nodes), waits until rank 1 runs on `n2` and
