@@ -2,8 +2,9 @@
 //! or is stopped (SIGSTOP, a hung node) fails the whole job within a bounded time instead of
 //! leaving its peers blocked in a collective until the time limit.
 //!
-//! Each rank's thread rewrites `rank-<r>` in a directory every `period` with `<beat> <node> <pid>`
-//! (the node and pid let a watcher, a post-mortem and a test name the rank); rank 0 watches every
+//! Each rank's thread rewrites `rank-<r>` in a directory every `period` with `<beat> <node> <pid>
+//! <collectives>` (node and pid let a watcher, a post-mortem and a test name the rank); rank 0
+//! watches every
 //! other rank and every other rank watches rank 0 (O(world) file reads, not O(world²)). A peer
 //! whose file has not changed for `timeout` (measured by the watcher's own clock, so clock skew
 //! between nodes does not matter) is declared dead and `on_dead` runs: the engine aborts the job.
@@ -361,5 +362,93 @@ impl Drop for Liveness {
             let _ = t.join();
         }
         let _ = write_atomic(&self.own, DONE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rank 0 of 2, with rank 1 played by the test: a collective that does not return while
+    /// rank 1 beats but stays behind is reported, naming rank 1, its node and its count.
+    #[test]
+    fn a_collective_that_a_live_peer_never_joins_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let peer = heartbeat_path(dir.path(), 1);
+        fs_err::write(&peer, "0 n2 77 3").unwrap();
+        let config = LivenessConfig {
+            dir: dir.path().to_owned(),
+            period: Duration::from_millis(20),
+            timeout: Duration::from_secs(30),
+            collective_timeout: Duration::from_millis(300),
+            clock: Arc::default(),
+        };
+        let clock = Arc::clone(&config.clock);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let live = Liveness::start(
+            config,
+            0,
+            2,
+            Box::new(move |m| {
+                let _ = tx.send(m);
+            }),
+        )
+        .unwrap();
+        // Three collectives together, then a fourth that rank 1 never enters.
+        for _ in 0..3 {
+            drop(clock.guard("any"));
+        }
+        let _waiting = clock.guard("all_reduce_sum_f32");
+        let started = Instant::now();
+        let mut beat = 0;
+        let message = loop {
+            if let Ok(m) = rx.try_recv() {
+                break m;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "no report");
+            beat += 1;
+            fs_err::write(&peer, format!("{beat} n2 77 3")).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(
+            message.starts_with(
+                "rank 0: collective `all_reduce_sum_f32` (call 4) has not returned for "
+            ),
+            "{message}"
+        );
+        assert!(
+            message
+                .contains("rank 1 (on n2, pid 77) is alive but has entered only 3 collective(s)"),
+            "{message}"
+        );
+        // Our own heartbeat carries our count.
+        let own = fs_err::read_to_string(heartbeat_path(dir.path(), 0)).unwrap();
+        assert_eq!(Beat::parse(&own).map(|b| b.collectives), Some(4), "{own}");
+        drop(live);
+        assert_eq!(
+            fs_err::read_to_string(heartbeat_path(dir.path(), 0)).unwrap(),
+            DONE
+        );
+    }
+
+    #[test]
+    fn beats_parse_with_and_without_the_count() {
+        // (content, parsed)
+        let cases = [
+            ("7 n2 42 19", Some((7, "n2", 42, 19))),
+            ("7 n2 42", Some((7, "n2", 42, 0))),
+            ("done", None),
+            ("7", None),
+        ];
+        for (text, want) in cases {
+            let got = Beat::parse(text);
+            assert_eq!(
+                got.as_ref()
+                    .map(|b| (b.beat, b.node.as_str(), b.pid, b.collectives)),
+                want,
+                "{text}"
+            );
+        }
     }
 }
