@@ -388,6 +388,21 @@ fn rank_1(run: &Path) -> Option<(String, u32)> {
     None
 }
 
+/// Stops one thread (argv[1], a tid; the main thread's tid is the pid) with
+/// `PTRACE_SEIZE` + `PTRACE_INTERRUPT`, which stop only that thread, prints `stopped`, and
+/// holds it until killed.
+const FREEZE_THREAD: &str = "
+import ctypes, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+tid = int(sys.argv[1])
+for request in (0x4206, 0x4207):
+    if libc.ptrace(request, tid, None, None) != 0:
+        sys.exit('ptrace %#x of %d: errno %d' % (request, tid, ctypes.get_errno()))
+print('stopped', flush=True)
+time.sleep(3600)
+";
+
 /// The newest step in metrics.jsonl (a line being written is skipped).
 fn last_step(run: &Path) -> Option<u64> {
     let text = fs_err::read_to_string(run.join("metrics.jsonl")).ok()?;
@@ -436,11 +451,30 @@ fn lose_rank_1(
     };
     assert_eq!(node, "n2", "rank 1 runs on the second node");
     let sent = std::time::Instant::now();
-    let st = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success(), "kill -{signal} {pid}");
+    // `FREEZE`: stop only rank 1's main thread (the one that trains and calls the
+    // collectives) with ptrace, so its heartbeat thread lives on: a rank hung outside the
+    // collectives. The tracer holds the stop until it is killed.
+    let tracer = if signal == "FREEZE" {
+        let mut child = Command::new("python3")
+            .args(["-c", FREEZE_THREAD, &pid.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "stopped", "ptrace of {pid}'s main thread");
+        Some(child)
+    } else {
+        let st = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{signal} {pid}");
+        None
+    };
     let failed = sb.wait_for(spec, Duration::from_secs(90), |s| {
         s["runs"][0]["state"].as_str().is_some_and(|st| {
             st != "running" && st != "pending" && st != "completing" && st != "stalled"
@@ -448,6 +482,10 @@ fn lose_rank_1(
     });
     let took = sent.elapsed().as_secs_f64();
     // Never leave a stopped process behind.
+    if let Some(mut t) = tracer {
+        let _ = t.kill();
+        let _ = t.wait();
+    }
     let _ = Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .stderr(std::process::Stdio::null())
@@ -581,6 +619,34 @@ fn a_stopped_rank_fails_the_job_and_status_names_it() {
         "{failed:#}\n{}",
         job_log(&run)
     );
+}
+
+#[test]
+fn a_rank_hung_outside_the_collectives_fails_the_job_and_status_names_it() {
+    let Some(_lock) = lock_cluster() else { return };
+    let (sb, bin) = sandbox();
+    let text = spec_with(
+        "dp-hang",
+        2,
+        &bin,
+        "epochs = 100\nmax_steps = 400\ncheckpoint_every = 2\n",
+    ) + "[env]\nvars = { SFTCTL_COLLECTIVE_TIMEOUT_S = \"10\" }\n";
+    sb.write("hang.toml", &text);
+    let (run, took, _, failed) = lose_rank_1(&sb, "hang.toml", "dp-hang", "FREEZE", |s, _| s >= 2);
+    eprintln!("rank 1's main thread frozen on n2: run failed {took:.1} s later");
+    assert!(took < 60.0, "{took} s\n{}", job_log(&run));
+    let error = failed["runs"][0]["error"].as_str().unwrap_or_default();
+    // Rank 1 stops between collectives (almost always: a step is mostly computation), and rank
+    // 0 names it; stopped inside one, both ranks wait in it and rank 0 can only say so.
+    let named =
+        error.starts_with("rank 1 on n2 hung: alive (heartbeats) but it never joined collective `");
+    let inside = error.starts_with("collective `") && error.contains("of rank 0 did not return");
+    assert!(
+        (named || inside) && error.contains("SFTCTL_COLLECTIVE_TIMEOUT_S"),
+        "{failed:#}\n{}",
+        job_log(&run)
+    );
+    eprintln!("status: {error}");
 }
 
 /// Every tensor of a safetensors file, by name, as f32.
