@@ -207,6 +207,14 @@ pub fn build(spec: Spec, binary: Option<&str>) -> Result<Plan, SpecError> {
                 venv: spec.env.venv.clone(),
                 vars: spec.env.vars.clone(),
                 command,
+                post_mortem: match binary {
+                    Some(b)
+                        if !b.is_empty() && spec.command.iter().any(|w| w.contains("{binary}")) =>
+                    {
+                        vec![b.to_owned(), "post-mortem".into(), run_dir.clone()]
+                    }
+                    _ => Vec::new(),
+                },
             };
             let text = renderer
                 .render(&ctx)

@@ -300,6 +300,10 @@ pub fn derive(
             .errors
             .last()
             .map(|e| match &e.kind {
+                // A multi-rank job's messages name their rank (or the lost one) already.
+                sftctl_ledger::EventKind::Error { message } if message.starts_with("rank ") => {
+                    message.clone()
+                }
                 sftctl_ledger::EventKind::Error { message } => {
                     format!("rank {}: {message}", e.rank)
                 }

@@ -40,6 +40,9 @@ pub struct JobContext {
     pub vars: Vec<(String, String)>,
     /// The job's argv, placeholders replaced; `{{ command|argv }}` quotes each word.
     pub command: Vec<String>,
+    /// `sftctl-train post-mortem RUN_DIR` (empty when the command is not sftctl-train's): run
+    /// by a multi-rank job after its launcher fails, it records which rank was lost.
+    pub post_mortem: Vec<String>,
 }
 
 /// A compiled template.
@@ -143,6 +146,11 @@ mod tests {
                 "/l/runs/abc".into(),
                 "it's".into(),
             ],
+            post_mortem: vec![
+                "/bin/train".into(),
+                "post-mortem".into(),
+                "/l/runs/abc".into(),
+            ],
         }
     }
 
@@ -157,6 +165,10 @@ mod tests {
         assert!(s.contains(r"/bin/train run /l/runs/abc 'it'\''s' &"), "{s}");
         assert!(!s.contains("#SBATCH --account"));
         assert!(!s.contains("srun"));
+        assert!(
+            !s.contains("post-mortem"),
+            "one rank records its own errors: {s}"
+        );
         let mut c = ctx();
         c.nodes = 2;
         let s = Renderer::default_template().render(&c).unwrap();
@@ -169,6 +181,11 @@ mod tests {
         let s = Renderer::default_template().render(&c).unwrap();
         assert!(s.contains("#SBATCH --ntasks-per-node=2\n"), "{s}");
         assert!(s.contains("-np 4 --map-by ppr:2:node"), "{s}");
+        // A failed launcher is followed by the post-mortem, with where this attempt's log began.
+        assert!(
+            s.contains("/bin/train post-mortem /l/runs/abc --exit-status \"$rc\" --log \"$log_file\" --log-offset \"$log_start\""),
+            "{s}"
+        );
         c.gpus_per_node = 4;
         c.ranks_per_node = 4;
         let s = Renderer::default_template().render(&c).unwrap();

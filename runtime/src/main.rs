@@ -55,6 +55,23 @@ enum Command {
     /// lm-evaluation-harness does, on a model directory or on a run's checkpoints (results go
     /// into the run's ledger directory).
     Eval(EvalArgs),
+    /// After the launcher (mpirun, srun) of a multi-rank job exits non-zero: find in the job log
+    /// which rank was lost, where and how, and record it as an error event of the run (the
+    /// batch script runs this; `sftctl status` shows it). Records nothing when the log names no
+    /// lost rank.
+    PostMortem {
+        /// The run's directory in the ledger.
+        run_dir: PathBuf,
+        /// The launcher's exit status.
+        #[arg(long)]
+        exit_status: i32,
+        /// The job log (the batch script's stdout file).
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Where in the log this attempt began (its size before the launcher started).
+        #[arg(long, default_value_t = 0)]
+        log_offset: u64,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -163,6 +180,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Eval(a) => eval(a),
         Command::Run(_) => unreachable!("handled in main"),
+        Command::PostMortem {
+            run_dir,
+            exit_status,
+            log,
+            log_offset,
+        } => {
+            let log = log.filter(|p| p.is_file());
+            match sftctl_runtime::collective::postmortem::record(
+                &run_dir,
+                log.as_deref(),
+                log_offset,
+                exit_status,
+            )? {
+                Some(m) => eprintln!("post-mortem: {m}"),
+                None => eprintln!("post-mortem: the job log names no lost rank"),
+            }
+            Ok(())
+        }
         Command::Doctor {
             backend,
             world_size,

@@ -27,7 +27,31 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
         eprintln!("note: no micro-batches per rank: {e}");
     }
     let ranges = ranges.ok();
-    let range_of = |i: usize| ranges.as_ref().and_then(|r| r.get(i)).copied();
+    let phases_of = |i: usize| ranges.as_ref().and_then(|r| r.get(i));
+    let range_of = |i: usize| phases_of(i).and_then(|p| crate::ranks::overall(p));
+    let text_of = |m: &crate::ranks::MicroBatchRange| {
+        if m.min == m.max {
+            m.min.to_string()
+        } else {
+            format!("{}-{}", m.min, m.max)
+        }
+    };
+    // A phased run shows one range per phase, in phase order: `3-4/6-7`.
+    let mb_of = |i: usize| {
+        phases_of(i).map_or("?".to_string(), |p| {
+            p.iter()
+                .map(|(_, m)| text_of(m))
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+    };
+    let mb_width = plan
+        .runs
+        .iter()
+        .map(|r| mb_of(r.index).len())
+        .max()
+        .unwrap_or(0)
+        .max(9);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.json {
         let runs: Vec<serde_json::Value> = plan
@@ -42,6 +66,9 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
                     "micro_batches_per_rank": range_of(r.index).map(|m| serde_json::json!({
                         "min": m.min, "max": m.max, "steps": m.steps, "sampled": m.sampled,
                     })),
+                    "micro_batches_per_rank_by_phase": phases_of(r.index).map(|p| p.iter().map(|(phase, m)| serde_json::json!({
+                        "phase": phase, "min": m.min, "max": m.max, "steps": m.steps, "sampled": m.sampled,
+                    })).collect::<Vec<_>>()),
                     "memory_per_gpu": mem_of(r.index).map(|e| serde_json::json!({
                         "total_bytes": e.total(), "params": e.params, "weights": e.weights,
                         "gradients": e.gradients, "optimizer": e.optimizer,
@@ -69,7 +96,7 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
             write!(out, " {k:>12}")?;
         }
         // GPU-H stays the last column (scripts read it); MEM/GPU goes before it.
-        write!(out, " {:>7} {:>9}", "RANKS", "MB/RANK")?;
+        write!(out, " {:>7} {:>mb_width$}", "RANKS", "MB/RANK")?;
         write!(out, " {:>11}", "MEM/GPU")?;
         writeln!(out, " {:>9}", "GPU-H")?;
         for r in &plan.runs {
@@ -85,14 +112,8 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
                 let flag = if e.total() > limit { "!" } else { "" };
                 format!("{}{flag}", sftctl_memory::gib(e.total()))
             });
-            let mb = range_of(r.index).map_or("?".to_string(), |m| {
-                if m.min == m.max {
-                    m.min.to_string()
-                } else {
-                    format!("{}-{}", m.min, m.max)
-                }
-            });
-            write!(out, " {world:>7} {mb:>9}")?;
+            let mb = mb_of(r.index);
+            write!(out, " {world:>7} {mb:>mb_width$}")?;
             write!(out, " {mem:>11}")?;
             writeln!(out, " {:>9.2}", plan.gpu_hours(r))?;
         }
@@ -125,7 +146,16 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
                 sftctl_memory::gib(e.logits)
             );
         }
-        if ranges.as_ref().is_some_and(|r| r.iter().any(|m| m.sampled)) {
+        if plan.runs.iter().any(|r| r.scripts.len() > 1) && ranges.is_some() {
+            eprintln!(
+                "MB/RANK of a phased run: one range per phase, in phase order (phases {:?})",
+                plan.phases()
+            );
+        }
+        if ranges
+            .as_ref()
+            .is_some_and(|r| r.iter().flatten().any(|(_, m)| m.sampled))
+        {
             eprintln!(
                 "micro-batches per rank (MB/RANK) from the first {} MiB of each larger data file",
                 crate::ranks::SAMPLE_BYTES >> 20
