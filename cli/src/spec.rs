@@ -1162,6 +1162,144 @@ mod tests {
     }
 
     #[test]
+    fn eval_tables_are_checked_where_they_are_written() {
+        let table: &[(&str, (usize, usize), &str)] = &[
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"bleu\"\n",
+                (7, 8),
+                "`kind` must be `mmlu` or `command`",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\n",
+                (7, 8),
+                "needs `data`",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\nshots = -1\n",
+                (9, 9),
+                "`shots` must be >= 0",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\nbackend = \"gpu\"\n",
+                (9, 11),
+                "`backend` must be",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\ncommand = [\"x\"]\n",
+                (9, 11),
+                "`command` does not apply",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\ncheckpoints = \"best\"\n",
+                (9, 15),
+                "`all` or `final`",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\nwhere = \"login\"\n",
+                (9, 9),
+                "`eval-job` or `training-job`",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\nwhere = \"training-job\"\n[eval.slurm]\ncpus_per_task = 2\n",
+                (10, 1),
+                "applies to evaluation jobs",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\n[eval.slurm]\ngpus = 1\n",
+                (10, 1),
+                "unknown field `gpus`",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\n[eval.slurm]\ntime = \"later\"\n",
+                (10, 8),
+                "not a Slurm time limit",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\n[eval.slurm]\npartition = \"a b\"\n",
+                (10, 13),
+                "may hold only",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"command\"\n",
+                (7, 8),
+                "needs `command`",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"command\"\ncommand = [\"lm_eval\", \"{output}\"]\n",
+                (8, 11),
+                "must contain `{model}`",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"command\"\ncommand = [\"x\", \"{model}\", \"{output}\", \"{ckpt}\"]\n",
+                (8, 11),
+                "unknown placeholder `{ckpt}`",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"command\"\ncommand = [\"x\", \"{model}\", \"{output}\"]\nshots = 5\n",
+                (9, 9),
+                "`shots` does not apply",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"command\"\ncommand = [\"x\", \"{model}\", \"{output}\"]\nwhere = \"training-job\"\n",
+                (9, 9),
+                "runs only the built-in",
+            ),
+            (
+                "[[eval]]\nname = \"../m\"\nkind = \"mmlu\"\ndata = \"d\"\n",
+                (6, 8),
+                "evaluation name",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\n[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\n",
+                (10, 8),
+                "defined twice",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\nsubjects = 3\n",
+                (9, 1),
+                "unknown field `subjects`",
+            ),
+        ];
+        for (body, (line, col), needle) in table {
+            let text = format!("{BASE}{body}");
+            let e = parse(&text).unwrap_err();
+            assert!(e.message.contains(needle), "{body:?}: {e}");
+            assert_eq!((e.line, e.col), (*line, *col), "{body:?}: {e}");
+        }
+        let s = parse(&format!(
+            "{BASE}[slurm]\ngpus_per_node = 4\npartition = \"gpu\"\n[[eval]]\nname = \"mmlu\"\nkind = \"mmlu\"\ndata = \"eval/mmlu\"\ncheckpoints = \"all\"\n[[eval]]\nname = \"lm\"\nkind = \"command\"\ncommand = [\"lm_eval\", \"--model_args\", \"pretrained={{model}}\", \"--output_path\", \"{{output}}\"]\n[eval.slurm]\ngpus_per_node = 0\ncpus_per_task = 8\ntime = \"00:30:00\"\n"
+        ))
+        .unwrap();
+        let (m, lm) = (&s.evals[0], &s.evals[1]);
+        assert_eq!(m.spec.checkpoints, EvalCheckpoints::All);
+        assert_eq!(m.spec.placement, EvalPlacement::EvalJob);
+        // An evaluation job takes one of the training job's GPUs, and its partition.
+        assert_eq!(
+            (m.slurm.gpus_per_node, m.slurm.partition.as_deref()),
+            (1, Some("gpu"))
+        );
+        match &m.spec.kind {
+            EvalKind::Mmlu {
+                data,
+                shots,
+                backend,
+                ..
+            } => {
+                assert!(
+                    data.ends_with("/eval/mmlu") && Path::new(data).is_absolute(),
+                    "{data}"
+                );
+                assert_eq!((*shots, backend.as_deref()), (5, Some("cuda:0")));
+            }
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(lm.spec.checkpoints, EvalCheckpoints::Final);
+        assert_eq!((lm.slurm.gpus_per_node, lm.slurm.cpus_per_task), (0, 8));
+        assert_eq!(lm.slurm.time, "00:30:00");
+        assert_eq!(s.binary.as_deref(), Some("sftctl-train"));
+    }
+
+    #[test]
     fn time_limits() {
         let table: &[(&str, Option<u64>)] = &[
             ("30", Some(1800)),

@@ -3,7 +3,9 @@
 //! batches that a killed `submit` left as intents.
 
 use serde::Serialize;
-use sftctl_ledger::evals::{EvalPlacement, EvalSubmission, is_scored, latest_eval_jobs, run_evals};
+use sftctl_ledger::evals::{
+    EvalPlacement, EvalSubmission, is_scored, latest_eval_jobs, run_evals, scored_steps,
+};
 use sftctl_ledger::results::read_checkpoints;
 use sftctl_ledger::{
     Batch, BatchState, Executor, LocalState, ResultStatus, RunSnapshot, Submission, SweepDir,
@@ -386,9 +388,12 @@ pub fn derive_evals(
                 .iter()
                 .find(|e| e.name == *name)
                 .map_or_else(Vec::new, |e| e.wanted(&steps));
-            let (scored, unscored): (Vec<u64>, Vec<u64>) = wanted
+            let unscored: Vec<u64> = wanted
                 .iter()
-                .partition(|&&s| is_scored(dir.path(), name, s));
+                .copied()
+                .filter(|&s| !is_scored(dir.path(), name, s))
+                .collect();
+            let scored = scored_steps(dir.path(), name).unwrap_or_default();
             let sub = latest.iter().find(|s| s.eval == *name);
             let (state, v) = match sub {
                 None => (EvalState::Unsubmitted, JobView::default()),

@@ -183,6 +183,30 @@ pub fn is_scored(run_dir: &Path, name: &str, step: u64) -> bool {
     d.scored_path(name, step).is_file() || d.eval_at(name, step).is_file()
 }
 
+/// Steps evaluation `name` has scored (its markers), ascending; weights may be gone since.
+pub fn scored_steps(run_dir: &Path, name: &str) -> Result<Vec<u64>> {
+    let dir = RunDir::at(run_dir).eval_dir().join("scored");
+    let mut out = Vec::new();
+    let rd = match fs_err::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    let prefix = format!("{name}.step-");
+    for e in rd {
+        let file = e?.file_name().to_string_lossy().into_owned();
+        if let Some(step) = file
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".json"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            out.push(step);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
 /// Whether some evaluation in `evals` still has to score the checkpoint of `step`, given the
 /// newest complete checkpoint `newest` (what a `final` evaluation scores).
 pub fn weights_needed(run_dir: &Path, evals: &[EvalSpec], step: u64, newest: u64) -> bool {
@@ -311,6 +335,8 @@ mod tests {
         .unwrap();
         assert!(!weights_needed(d, &evals, 30, 30));
         assert!(!weights_needed(d, &[], 10, 30));
+        assert_eq!(scored_steps(d, "all").unwrap(), [10]);
+        assert_eq!(scored_steps(d, "fin").unwrap(), [30]);
         // The marker directory is not read as an evaluation result.
         assert_eq!(crate::results::read_evals(d).unwrap().len(), 1);
     }

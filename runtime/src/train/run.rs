@@ -190,9 +190,10 @@ fn save<M: PackedLm, O: Observer>(
         params: param_entries(&trainer.model),
     };
     let info = checkpoints.write(&trainer.model, weights, &trainer.optimizer, &state)?;
-    // Keep weights of older checkpoints for the evaluations is the caller's policy; by default
-    // only the newest `keep_last` survive.
-    checkpoints.prune(settings.keep_last.max(1), &|_| false)?;
+    // The newest `keep_last` survive whole; older ones keep their weights (only) while an
+    // evaluation of the run's `config.json` still has to score them.
+    let keep = crate::eval::required::keep_for_evals(checkpoints.root());
+    checkpoints.prune(settings.keep_last.max(1), &keep)?;
     trainer.checkpoint_estimate = started.elapsed().mul_f64(1.5);
     // Every checkpoint is reported here, whichever path wrote it (periodic, stop, end).
     observer.checkpoint(&info, progress);
