@@ -132,12 +132,15 @@ pub fn run(a: &StatusArgs) -> anyhow::Result<()> {
                         )
                     })
                     .collect();
-                let reason = s
-                    .reason
-                    .clone()
-                    .or_else(|| s.error.clone())
-                    .or_else(|| (!failed_evals.is_empty()).then(|| failed_evals.join("; ")))
-                    .unwrap_or_default();
+                // A finished run's reason is its failed evaluations, if any.
+                let reason = if s.state.is_final() && !failed_evals.is_empty() {
+                    failed_evals.join("; ")
+                } else {
+                    s.reason
+                        .clone()
+                        .or_else(|| s.error.clone())
+                        .unwrap_or_default()
+                };
                 let slurm_note = match (&s.slurm_state, s.state) {
                     (Some(raw), RunState::Cancelled) if raw.contains(" by ") => format!(" [{raw}]"),
                     _ => String::new(),
