@@ -300,3 +300,58 @@ pub fn run_in_training_job(run_dir: &Path, phase: u32, backend: &str) -> anyhow:
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_replaced_word_by_word() {
+        let argv: Vec<String> = [
+            "lm_eval",
+            "pretrained={model},dtype=float32",
+            "{output}",
+            "--tag={name}@{step}",
+            "{run_dir}/x",
+            "{other}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = substitute(
+            &argv,
+            Path::new("/r/checkpoints/step-4"),
+            Path::new("/r/eval/raw/lm.step-4.json"),
+            4,
+            Path::new("/r"),
+            "lm",
+        );
+        assert_eq!(
+            out,
+            [
+                "lm_eval",
+                "pretrained=/r/checkpoints/step-4,dtype=float32",
+                "/r/eval/raw/lm.step-4.json",
+                "--tag=lm@4",
+                "/r/x",
+                "{other}"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_output_directory_yields_its_newest_json_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("lm.step-4.json");
+        assert!(output_file(&out).is_err(), "nothing written");
+        fs_err::create_dir_all(out.join("model")).unwrap();
+        fs_err::write(out.join("model/results_1.json"), "{}").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs_err::write(out.join("model/results_2.json"), "{}").unwrap();
+        fs_err::write(out.join("model/samples.txt"), "x").unwrap();
+        assert_eq!(output_file(&out).unwrap(), out.join("model/results_2.json"));
+        let file = dir.path().join("f.json");
+        fs_err::write(&file, "{}").unwrap();
+        assert_eq!(output_file(&file).unwrap(), file);
+    }
+}
