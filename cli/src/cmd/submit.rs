@@ -541,7 +541,7 @@ fn submit_batch(
             b.state = BatchState::Void;
             sweep.write_batch(&b)?;
             Err(UserError(format!(
-                "Slurm refused batch {token} ({} job(s)); {} job(s) submitted before it are recorded: {e}",
+                "Slurm refused batch {token} ({} run(s)); {} run(s) submitted before it are recorded: {e}",
                 b.entries.len(),
                 lines.len()
             ))
