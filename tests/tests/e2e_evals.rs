@@ -336,3 +336,114 @@ fn prune_yes_cancels_the_predicted_worst_running_slurm_jobs() {
     );
     sb.ok(&["cancel", spec]);
 }
+
+/// A Slurm client directory whose `sbatch` holds the first submission (`--hold`), refuses the
+/// second like a QOS limit, and passes the rest (and every `--test-only`) to the real one.
+fn stepping_sbatch(sb: &Sandbox) -> PathBuf {
+    let bin = sb.path().join("step-bin");
+    fs_err::create_dir_all(&bin).unwrap();
+    let count = bin.join("count");
+    fs_err::write(
+        bin.join("sbatch"),
+        format!(
+            "#!/bin/bash\ncase \" $* \" in *--test-only*) exec /usr/bin/sbatch \"$@\";; esac\n\
+             n=$(( $(cat {c} 2>/dev/null || echo 0) + 1 )); echo $n > {c}\n\
+             if [ $n = 1 ]; then exec /usr/bin/sbatch --hold \"$@\"; fi\n\
+             if [ $n = 2 ]; then echo 'sbatch: error: QOSMaxSubmitJobPerUserLimit' >&2; exit 1; fi\n\
+             exec /usr/bin/sbatch \"$@\"\n",
+            c = count.display()
+        ),
+    )
+    .unwrap();
+    for c in ["squeue", "sacct", "scancel"] {
+        std::os::unix::fs::symlink(format!("/usr/bin/{c}"), bin.join(c)).unwrap();
+    }
+    for (cmd, args) in [("chown", ["-R", TEST_USER]), ("chmod", ["-R", "a+rwx"])] {
+        let st = Command::new(cmd).args(args).arg(&bin).status().unwrap();
+        assert!(st.success());
+    }
+    bin
+}
+
+#[test]
+fn a_refused_eval_sbatch_is_completed_by_the_next_submit_and_cancel_reaches_eval_jobs() {
+    let Some(_lock) = lock_cluster() else { return };
+    let (sb, spec) = sweep_with_evals("evals-refused", "slurm");
+    let bin = stepping_sbatch(&sb);
+    let submit = |extra: &[&str]| {
+        Command::new("runuser")
+            .args(["-u", TEST_USER, "--", "env"])
+            .arg(format!("SFTCTL_SLURM_BIN={}", bin.display()))
+            .arg(sftctl_bin())
+            .args(["submit", &spec])
+            .args(extra)
+            .current_dir(sb.path())
+            .output()
+            .unwrap()
+    };
+    // Training goes in (held), the first evaluation's sbatch is refused, the second not tried.
+    let o = submit(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("QOSMaxSubmitJobPerUserLimit"), "{err}");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let train_job = out.split('\t').next().unwrap().to_owned();
+    let s = sb.status(&spec);
+    assert_eq!(s["runs"][0]["state"], "pending", "{s:#}");
+    for e in ["mmlu", "fake_lm"] {
+        assert_eq!(eval_of(&s, e)["state"], "unsubmitted", "{s:#}");
+    }
+
+    // The next submit sends only the two evaluation jobs, after the (still held) training job.
+    let o = submit(&[]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.lines().all(|l| l.contains("\teval:")), "{out}");
+    let dir = run_dir(&sb, "evals-refused");
+    let subs = fs_err::read_to_string(dir.join("eval-submissions.jsonl")).unwrap();
+    assert_eq!(
+        subs.matches(&format!("\"depends_on\":\"{train_job}\""))
+            .count(),
+        2,
+        "{subs}"
+    );
+    let s = sb.status(&spec);
+    for e in ["mmlu", "fake_lm"] {
+        assert_eq!(eval_of(&s, e)["state"], "pending", "{s:#}");
+    }
+
+    // `cancel` reaches the evaluation jobs too.
+    let cancelled = sb.ok(&["cancel", &spec]);
+    assert_eq!(cancelled.lines().count(), 3, "{cancelled}");
+    let s = sb
+        .wait_for(&spec, Duration::from_secs(60), |s| {
+            s["runs"][0]["state"] == "cancelled"
+                && ["mmlu", "fake_lm"]
+                    .iter()
+                    .all(|e| eval_of(s, e)["state"] == "cancelled")
+        })
+        .unwrap();
+    let table = sb.ok(&["status", &spec]);
+    assert!(table.contains("2 cancelled"), "{table}\n{s:#}");
+
+    // --retry-failed resubmits training and, after it, both evaluations; all finish.
+    let o = submit(&["--retry-failed"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let s = sb
+        .wait_for(&spec, T, |s| {
+            s["runs"][0]["state"] == "completed"
+                && ["mmlu", "fake_lm"]
+                    .iter()
+                    .all(|e| eval_of(s, e)["state"] == "done")
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&dir)));
+    assert_eq!(s["runs"][0]["attempt"], 2);
+    for e in ["mmlu", "fake_lm"] {
+        assert_eq!(eval_of(&s, e)["attempt"], 2, "{s:#}");
+    }
+    check_scored(&sb, &spec, "evals-refused");
+}
