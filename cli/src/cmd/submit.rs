@@ -263,7 +263,8 @@ pub fn run(a: &SubmitArgs) -> anyhow::Result<()> {
         else {
             continue;
         };
-        if config.get("evals") != r.config.get("evals") {
+        let none = serde_json::json!([]);
+        if config.get("evals").unwrap_or(&none) != &r.config["evals"] {
             config["evals"] = r.config["evals"].clone();
             dir.write_config(&config)?;
         }
