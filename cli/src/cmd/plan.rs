@@ -82,6 +82,13 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
             "sweep": plan.spec.name, "ledger": plan.ledger.root(), "runs": runs,
             "resources": {"nodes": s.nodes, "gpus_per_node": s.gpus_per_node, "ranks_per_node": s.ranks_per_node, "world_size": s.nodes * s.ranks_per_node, "cpus_per_task": s.cpus_per_task, "time": s.time},
             "total_gpu_hours": total,
+            "evals": plan.spec.evals.iter().map(|e| {
+                let mut v = serde_json::to_value(&e.spec).unwrap_or_default();
+                if e.spec.placement == sftctl_ledger::evals::EvalPlacement::EvalJob {
+                    v["job"] = serde_json::json!({"gpus_per_node": e.slurm.gpus_per_node, "cpus_per_task": e.slurm.cpus_per_task, "time": e.slurm.time, "partition": e.slurm.partition});
+                }
+                v
+            }).collect::<Vec<_>>(),
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
@@ -130,6 +137,31 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
             plan.phases(),
             total
         );
+        for e in &plan.spec.evals {
+            let what = match &e.spec.kind {
+                sftctl_ledger::evals::EvalKind::Mmlu { data, .. } => format!("mmlu on `{data}`"),
+                sftctl_ledger::evals::EvalKind::Command { command, .. } => {
+                    format!("`{}`", command.join(" "))
+                }
+            };
+            let checkpoints = match e.spec.checkpoints {
+                sftctl_ledger::evals::EvalCheckpoints::All => "every checkpoint",
+                sftctl_ledger::evals::EvalCheckpoints::Final => "the final checkpoint",
+            };
+            let place = match e.spec.placement {
+                sftctl_ledger::evals::EvalPlacement::TrainingJob => {
+                    "inside the training job".to_owned()
+                }
+                sftctl_ledger::evals::EvalPlacement::EvalJob => format!(
+                    "as its own job per run ({} GPU(s), {} CPU(s), time {})",
+                    e.slurm.gpus_per_node, e.slurm.cpus_per_task, e.slurm.time
+                ),
+            };
+            eprintln!(
+                "evaluation `{}`: {what} on {checkpoints}, {place}",
+                e.spec.name
+            );
+        }
         let over: Vec<&str> = plan
             .runs
             .iter()
