@@ -135,7 +135,9 @@ fn tail(path: &Path) -> Option<String> {
     f.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     Some(if from > 0 {
-        text.split_once('\n').map(|(_, r)| r.to_owned()).unwrap_or_default()
+        text.split_once('\n')
+            .map(|(_, r)| r.to_owned())
+            .unwrap_or_default()
     } else {
         text
     })
@@ -191,7 +193,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let sweep_root = tmp.path().join("sweeps/s");
         // Run a: 128 samples a step, median 30 s a step, a 100 s checkpoint.
-        run(&sweep_root, "a", "/m/7b", 128, &[29.0, 30.0, 31.0, 500.0, 30.0], Some(100.0));
+        run(
+            &sweep_root,
+            "a",
+            "/m/7b",
+            128,
+            &[29.0, 30.0, 31.0, 500.0, 30.0],
+            Some(100.0),
+        );
         let times = SweepTimes::read(&sftctl_ledger::Ledger::at(tmp.path()).sweep("s"));
         // Its own history: 15 + 60 + 150 = 225 -> 230.
         assert_eq!(times.lead_s("a", "/m/7b", 128.0, 86_400), 230);

@@ -199,11 +199,9 @@ pub fn build(spec: Spec, binary: Option<&str>) -> Result<Plan, SpecError> {
                         Some(Val::Float(b)) => *b,
                         _ => 1.0,
                     };
-                    times
-                        .as_ref()
-                        .map_or(crate::lead::DEFAULT_LEAD_S, |t| {
-                            t.lead_s(&id, &model_abs, batch, s.time_s)
-                        })
+                    times.as_ref().map_or(crate::lead::DEFAULT_LEAD_S, |t| {
+                        t.lead_s(&id, &model_abs, batch, s.time_s)
+                    })
                 }),
                 modules: spec.env.modules.clone(),
                 venv: spec.env.venv.clone(),
