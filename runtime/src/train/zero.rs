@@ -542,7 +542,8 @@ impl ZeroAdamW {
 }
 
 /// Write consecutive slices of `flat` into `model`'s float parameters (visiting order), each
-/// cast to the parameter's dtype and given back its autodiff settings.
+/// cast to the parameter's dtype and given back its autodiff settings; parameters that do not
+/// require a gradient keep their value.
 fn write_params<M: Module>(model: M, flat: &[f32]) -> M {
     struct Write<'a> {
         flat: &'a [f32],
@@ -553,8 +554,13 @@ fn write_params<M: Module>(model: M, flat: &[f32]) -> M {
             let (id, tensor, mapper) = param.consume();
             let shape = tensor.shape();
             let n = shape.num_elements();
-            let values = self.flat[self.offset..self.offset + n].to_vec();
+            let range = self.offset..self.offset + n;
             self.offset += n;
+            // Frozen parameters get no gradient, and Burn's AdamW leaves them alone too.
+            if !tensor.is_require_grad() {
+                return Param::from_mapped_value(id, tensor, mapper);
+            }
+            let values = self.flat[range].to_vec();
             let device = tensor.device().inner();
             let mut updated = Tensor::<D>::from_data(TensorData::new(values, shape), &device);
             let dtype: DType = tensor.dtype();
