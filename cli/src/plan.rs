@@ -5,7 +5,8 @@
 use crate::grid::{self, Point};
 use crate::identity::{identity, resolved, run_id};
 use crate::spec::{Spec, SpecError, Val};
-use crate::template::{JobContext, Renderer};
+use crate::template::{EvalJobContext, JobContext, Renderer};
+use sftctl_ledger::evals::EvalPlacement;
 use sftctl_ledger::{Ledger, layout::script_name};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub struct PlannedRun {
     pub config: serde_json::Value,
     /// `(phase, script text)`; phase 0 for an unphased run.
     pub scripts: Vec<(u32, String)>,
+    /// `(evaluation, script text)` of each evaluation that runs as its own job.
+    pub eval_scripts: Vec<(String, String)>,
 }
 
 impl PlannedRun {
@@ -93,6 +96,19 @@ pub fn build(spec: Spec, binary: Option<&str>) -> Result<Plan, SpecError> {
             Renderer::new(&p.display().to_string(), text).map_err(|e| spec.source.error(None, e))?
         }
     };
+    let eval_renderer = match &spec.eval_template {
+        None => Renderer::default_eval_template(),
+        Some(p) => {
+            let text =
+                fs_err::read_to_string(p).map_err(|e| spec.source.error(None, e.to_string()))?;
+            Renderer::new(&p.display().to_string(), text).map_err(|e| spec.source.error(None, e))?
+        }
+    };
+    let evals_json: Vec<serde_json::Value> = spec
+        .evals
+        .iter()
+        .map(|e| serde_json::to_value(&e.spec).unwrap_or_default())
+        .collect();
     let ledger_root = std::path::absolute(&spec.ledger).unwrap_or_else(|_| spec.ledger.clone());
     // Run directories go into `#SBATCH --output=`, which no shell reads (quotes are not
     // undone, a newline ends the directive and starts shell code, `%` is a Slurm pattern).
@@ -160,6 +176,7 @@ pub fn build(spec: Spec, binary: Option<&str>) -> Result<Plan, SpecError> {
             "train": train.iter().map(|(k, v)| (k.clone(), v.to_json())).collect::<serde_json::Map<_, _>>(),
             "phases": phases,
             "resources": {"nodes": s.nodes, "gpus_per_node": s.gpus_per_node, "cpus_per_task": s.cpus_per_task, "time_limit_s": s.time_s},
+            "evals": evals_json,
         });
         let mut scripts = Vec::new();
         for &phase in &phases {
@@ -207,11 +224,59 @@ pub fn build(spec: Spec, binary: Option<&str>) -> Result<Plan, SpecError> {
                 venv: spec.env.venv.clone(),
                 vars: spec.env.vars.clone(),
                 command,
+                post_mortem: match binary {
+                    Some(b)
+                        if !b.is_empty() && spec.command.iter().any(|w| w.contains("{binary}")) =>
+                    {
+                        vec![b.to_owned(), "post-mortem".into(), run_dir.clone()]
+                    }
+                    _ => Vec::new(),
+                },
             };
             let text = renderer
                 .render(&ctx)
                 .map_err(|e| spec.source.error(None, e))?;
             scripts.push((phase, text));
+        }
+        let mut eval_scripts = Vec::new();
+        for e in &spec.evals {
+            if e.spec.placement != EvalPlacement::EvalJob {
+                continue;
+            }
+            let es = &e.slurm;
+            let ctx = EvalJobContext {
+                sftctl_version: VERSION.into(),
+                sweep: spec.name.clone(),
+                run_id: id.clone(),
+                run_name: name.clone(),
+                run_dir: run_dir.clone(),
+                eval: e.spec.name.clone(),
+                log: format!("{run_dir}/logs/eval-{}-%j.out", e.spec.name),
+                job_name: format!("sft.{}.{id}.{}", spec.name, e.spec.name),
+                gpus_per_node: es.gpus_per_node,
+                cpus_per_task: es.cpus_per_task,
+                time: es.time.clone(),
+                partition: es.partition.clone(),
+                account: es.account.clone(),
+                qos: es.qos.clone(),
+                constraint: es.constraint.clone(),
+                mem: es.mem.clone(),
+                extra: es.extra.clone(),
+                modules: spec.env.modules.clone(),
+                venv: spec.env.venv.clone(),
+                vars: spec.env.vars.clone(),
+                command: vec![
+                    binary.unwrap_or("").to_owned(),
+                    "eval-job".into(),
+                    run_dir.clone(),
+                    "--eval".into(),
+                    e.spec.name.clone(),
+                ],
+            };
+            let text = eval_renderer
+                .render(&ctx)
+                .map_err(|m| spec.source.error(None, m))?;
+            eval_scripts.push((e.spec.name.clone(), text));
         }
         runs.push(PlannedRun {
             index: runs.len(),
@@ -222,6 +287,7 @@ pub fn build(spec: Spec, binary: Option<&str>) -> Result<Plan, SpecError> {
             identity: ident,
             config,
             scripts,
+            eval_scripts,
         });
     }
     Ok(Plan { spec, ledger, runs })

@@ -21,7 +21,7 @@ pub const SAMPLE_BYTES: u64 = 8 << 20;
 /// Steps simulated per run at most (the range rarely widens after the first epoch).
 pub const MAX_STEPS: u64 = 2000;
 
-/// Fewest and most micro-batches one rank gets in one optimizer step over the run's first phase.
+/// Fewest and most micro-batches one rank gets in one optimizer step of one phase of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MicroBatchRange {
     pub min: u64,
@@ -37,16 +37,41 @@ pub struct MicroBatchRange {
 #[error("{0}")]
 pub struct RangeError(String);
 
-/// The range for every run of `plan` (indexed like `plan.runs`).
-pub fn ranges(plan: &Plan) -> Result<Vec<MicroBatchRange>, RangeError> {
+/// The range of each phase of a run, in phase order (one entry, phase 0, for an unphased run):
+/// every phase packs its own data sets with a fresh sampler, as the trainer does.
+pub type PhaseRanges = Vec<(u32, MicroBatchRange)>;
+
+/// The ranges of every run of `plan` (indexed like `plan.runs`).
+pub fn ranges(plan: &Plan) -> Result<Vec<PhaseRanges>, RangeError> {
     let world = (plan.spec.slurm.nodes * plan.spec.slurm.ranks_per_node) as usize;
     let mut tokenizers = Tokenizers::new();
     let mut files = Files::new();
     let tmp = tempfile::tempdir().map_err(|e| RangeError(format!("temporary directory: {e}")))?;
     plan.runs
         .iter()
-        .map(|r| range(r, world, &mut tokenizers, &mut files, tmp.path()))
+        .map(|r| {
+            r.scripts
+                .iter()
+                .map(|(phase, _)| {
+                    range(r, *phase, world, &mut tokenizers, &mut files, tmp.path())
+                        .map(|m| (*phase, m))
+                })
+                .collect()
+        })
         .collect()
+}
+
+/// Fewest and most over all phases of a run (steps summed).
+pub fn overall(phases: &[(u32, MicroBatchRange)]) -> Option<MicroBatchRange> {
+    phases
+        .iter()
+        .map(|(_, m)| *m)
+        .reduce(|a, b| MicroBatchRange {
+            min: a.min.min(b.min),
+            max: a.max.max(b.max),
+            steps: a.steps + b.steps,
+            sampled: a.sampled || b.sampled,
+        })
 }
 
 type Tokenizers = HashMap<PathBuf, (ChatTokenizer, sftctl_data::chat::ChatTemplate)>;
@@ -54,6 +79,7 @@ type Files = HashMap<(PathBuf, PathBuf, usize), (Vec<SampleInfo>, bool)>;
 
 fn range(
     run: &PlannedRun,
+    phase: u32,
     world: usize,
     tokenizers: &mut Tokenizers,
     files: &mut Files,
@@ -78,7 +104,6 @@ fn range(
         tokenizers.insert(model.clone(), (tok, template));
     }
     let (tok, template) = &tokenizers[&model];
-    let phase = run.scripts.first().map_or(0, |(p, _)| *p);
     let mut sources = Vec::new();
     let mut sampled = false;
     for d in c["data"].as_array().into_iter().flatten() {

@@ -3,6 +3,7 @@
 
 use crate::quote::is_plain_word;
 use serde::Deserialize;
+use sftctl_ledger::evals::{EvalCheckpoints, EvalKind, EvalPlacement, EvalSpec, check_eval_name};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,51 @@ pub struct RawSpec {
     pub env: RawEnv,
     #[serde(default)]
     pub run: RawRun,
+    /// `[[eval]]`: the evaluations of every run (docs/results.md).
+    #[serde(default)]
+    pub eval: Vec<RawEval>,
+}
+
+/// One `[[eval]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEval {
+    pub name: Spanned<String>,
+    /// `mmlu` (the built-in scorer) or `command`.
+    pub kind: Spanned<String>,
+    /// `mmlu`: directory with `dev.jsonl` and `test.jsonl`, relative to the spec file.
+    pub data: Option<Spanned<String>>,
+    /// `command`: an argv with `{model}`, `{output}`, `{step}`, `{run_dir}`, `{name}`.
+    pub command: Option<Spanned<Vec<String>>>,
+    /// `all` or `final` (default).
+    pub checkpoints: Option<Spanned<String>>,
+    /// `eval-job` (default: its own job after training) or `training-job` (built-in only).
+    #[serde(rename = "where")]
+    pub placement: Option<Spanned<String>>,
+    pub shots: Option<Spanned<i64>>,
+    pub max_length: Option<Spanned<i64>>,
+    pub add_special_tokens: Option<Spanned<bool>>,
+    pub backend: Option<Spanned<String>>,
+    pub all_tasks: Option<Spanned<bool>>,
+    /// `[eval.slurm]`: the evaluation job's resources (default: the sweep's `[slurm]`, at most
+    /// one GPU).
+    pub slurm: Option<Spanned<RawEvalSlurm>>,
+}
+
+/// `[eval.slurm]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvalSlurm {
+    pub partition: Option<Spanned<String>>,
+    pub account: Option<Spanned<String>>,
+    pub qos: Option<Spanned<String>>,
+    pub constraint: Option<Spanned<String>>,
+    pub mem: Option<Spanned<String>>,
+    pub time: Option<Spanned<String>>,
+    pub gpus_per_node: Option<Spanned<i64>>,
+    pub cpus_per_task: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub extra: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +181,8 @@ pub struct RawRun {
     pub binary: Option<String>,
     /// A minijinja template replacing `templates/job.sh.j2`, relative to the spec file.
     pub template: Option<Spanned<String>>,
+    /// A minijinja template replacing `templates/eval.sh.j2` (evaluation jobs).
+    pub eval_template: Option<Spanned<String>>,
     /// Seconds without a heartbeat after which a running job shows as stalled.
     pub stale_after_s: Option<Spanned<i64>>,
 }
@@ -421,6 +469,30 @@ pub struct EnvSpec {
     pub vars: Vec<(String, String)>,
 }
 
+/// Resources of an evaluation job, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalSlurm {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    pub constraint: Option<String>,
+    pub mem: Option<String>,
+    pub time: String,
+    pub gpus_per_node: u32,
+    pub cpus_per_task: u32,
+    pub extra: Vec<String>,
+}
+
+/// One checked `[[eval]]`: what goes into `config.json`, and its job's resources.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalEntry {
+    pub spec: EvalSpec,
+    pub slurm: EvalSlurm,
+}
+
+/// Placeholders a `command` evaluation may use.
+pub const EVAL_PLACEHOLDERS: &[&str] = &["model", "output", "step", "run_dir", "name"];
+
 /// A checked spec. The grid stays as parsed values with their spans; `grid::expand` checks it.
 #[derive(Debug)]
 pub struct Spec {
@@ -441,6 +513,9 @@ pub struct Spec {
     pub binary: Option<String>,
     pub template: Option<PathBuf>,
     pub stale_after_s: u64,
+    /// The evaluations of every run, in spec order.
+    pub evals: Vec<EvalEntry>,
+    pub eval_template: Option<PathBuf>,
 }
 
 /// Parses a Slurm `--time` (`MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`) to
@@ -635,9 +710,14 @@ impl Spec {
             Some(c) => c.get_ref().clone(),
             None => vec!["{binary}".into(), "run".into(), "{run_dir}".into()],
         };
+        let evals = check_evals(&source, &dir, &raw.eval, &slurm)?;
+        // Evaluation jobs run the runtime binary whatever the training command is.
+        let eval_jobs = evals
+            .iter()
+            .any(|e| e.spec.placement == EvalPlacement::EvalJob);
         let binary = match (
             &raw.run.binary,
-            command.iter().any(|a| a.contains("{binary}")),
+            eval_jobs || command.iter().any(|a| a.contains("{binary}")),
         ) {
             (Some(b), _) => Some(b.clone()),
             (None, true) => Some("sftctl-train".into()),
@@ -667,9 +747,341 @@ impl Spec {
             binary,
             template: raw.run.template.as_ref().map(|t| dir.join(t.get_ref())),
             stale_after_s: pos(&raw.run.stale_after_s, "stale_after_s", 600, 1)? as u64,
+            evals,
+            eval_template: raw
+                .run
+                .eval_template
+                .as_ref()
+                .map(|t| dir.join(t.get_ref())),
             source,
         })
     }
+}
+
+/// The `{word}` placeholders in `s`.
+fn placeholders(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('{') {
+        rest = &rest[i + 1..];
+        if let Some(j) = rest.find('}') {
+            let w = &rest[..j];
+            if !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                out.push(w);
+            }
+        }
+    }
+    out
+}
+
+/// Checks the `[[eval]]` tables.
+fn check_evals(
+    source: &Source,
+    dir: &Path,
+    raw: &[RawEval],
+    slurm: &SlurmSpec,
+) -> Result<Vec<EvalEntry>, SpecError> {
+    let err = |span: Range<usize>, m: String| source.error(Some(span), m);
+    let mut out: Vec<EvalEntry> = Vec::new();
+    for e in raw {
+        let name = e.name.get_ref();
+        check_eval_name(name).map_err(|m| err(e.name.span(), m))?;
+        if out.iter().any(|o| o.spec.name == *name) {
+            return Err(err(
+                e.name.span(),
+                format!("evaluation `{name}` is defined twice"),
+            ));
+        }
+        let kind_span = e.kind.span();
+        let only = |present: bool, span: Option<Range<usize>>, key: &str, kind: &str| match (
+            present, span,
+        ) {
+            (true, Some(s)) => Err(err(
+                s,
+                format!("`{key}` does not apply to an evaluation of `kind = \"{kind}\"`"),
+            )),
+            _ => Ok(()),
+        };
+        let kind = match e.kind.get_ref().as_str() {
+            "mmlu" => {
+                let data = e.data.as_ref().ok_or_else(|| {
+                    err(
+                        kind_span.clone(),
+                        format!("evaluation `{name}`: `kind = \"mmlu\"` needs `data` (a directory with dev.jsonl and test.jsonl)"),
+                    )
+                })?;
+                only(
+                    true,
+                    e.command.as_ref().map(Spanned::span),
+                    "command",
+                    "mmlu",
+                )?;
+                only(
+                    true,
+                    e.all_tasks.as_ref().map(Spanned::span),
+                    "all_tasks",
+                    "mmlu",
+                )?;
+                let shots = match &e.shots {
+                    Some(s) if *s.get_ref() < 0 => {
+                        return Err(err(
+                            s.span(),
+                            format!("`shots` must be >= 0, got `{}`", s.get_ref()),
+                        ));
+                    }
+                    Some(s) => *s.get_ref() as usize,
+                    None => 5,
+                };
+                let max_length = match &e.max_length {
+                    Some(s) if *s.get_ref() < 1 => {
+                        return Err(err(
+                            s.span(),
+                            format!("`max_length` must be >= 1, got `{}`", s.get_ref()),
+                        ));
+                    }
+                    s => s.as_ref().map(|s| *s.get_ref() as usize),
+                };
+                let backend = match &e.backend {
+                    Some(b) => {
+                        let v = b.get_ref();
+                        let ok = v == "flex"
+                            || v == "tch-cpu"
+                            || v.strip_prefix("cuda:")
+                                .is_some_and(|n| n.parse::<u32>().is_ok());
+                        if !ok {
+                            return Err(err(
+                                b.span(),
+                                format!(
+                                    "`backend` must be `flex`, `tch-cpu` or `cuda:N`, got `{v}`"
+                                ),
+                            ));
+                        }
+                        Some(v.clone())
+                    }
+                    None => None,
+                };
+                let joined = dir.join(data.get_ref());
+                EvalKind::Mmlu {
+                    data: std::path::absolute(&joined)
+                        .unwrap_or(joined)
+                        .to_string_lossy()
+                        .into_owned(),
+                    shots,
+                    max_length,
+                    add_special_tokens: e.add_special_tokens.as_ref().is_some_and(|b| *b.get_ref()),
+                    backend,
+                }
+            }
+            "command" => {
+                let command = e.command.as_ref().ok_or_else(|| {
+                    err(
+                        kind_span.clone(),
+                        format!("evaluation `{name}`: `kind = \"command\"` needs `command` (an argv with `{{model}}` and `{{output}}`)"),
+                    )
+                })?;
+                for (present, span, key) in [
+                    (e.data.is_some(), e.data.as_ref().map(Spanned::span), "data"),
+                    (
+                        e.shots.is_some(),
+                        e.shots.as_ref().map(Spanned::span),
+                        "shots",
+                    ),
+                    (
+                        e.max_length.is_some(),
+                        e.max_length.as_ref().map(Spanned::span),
+                        "max_length",
+                    ),
+                    (
+                        e.add_special_tokens.is_some(),
+                        e.add_special_tokens.as_ref().map(Spanned::span),
+                        "add_special_tokens",
+                    ),
+                    (
+                        e.backend.is_some(),
+                        e.backend.as_ref().map(Spanned::span),
+                        "backend",
+                    ),
+                ] {
+                    only(present, span, key, "command")?;
+                }
+                let argv = command.get_ref();
+                if argv.is_empty() {
+                    return Err(err(command.span(), "`command` must not be empty".into()));
+                }
+                let used: Vec<&str> = argv.iter().flat_map(|w| placeholders(w)).collect();
+                if let Some(bad) = used.iter().find(|p| !EVAL_PLACEHOLDERS.contains(p)) {
+                    return Err(err(
+                        command.span(),
+                        format!(
+                            "unknown placeholder `{{{bad}}}` in `command`\nhint: known ones are {}",
+                            EVAL_PLACEHOLDERS
+                                .iter()
+                                .map(|p| format!("{{{p}}}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+                for need in ["model", "output"] {
+                    if !used.contains(&need) {
+                        return Err(err(
+                            command.span(),
+                            format!(
+                                "`command` must contain `{{{need}}}` (the checkpoint's model directory and the JSON file it writes)"
+                            ),
+                        ));
+                    }
+                }
+                EvalKind::Command {
+                    command: argv.clone(),
+                    all_tasks: e.all_tasks.as_ref().is_some_and(|b| *b.get_ref()),
+                }
+            }
+            other => {
+                return Err(err(
+                    kind_span,
+                    format!("`kind` must be `mmlu` or `command`, got `{other}`"),
+                ));
+            }
+        };
+        let checkpoints = match e
+            .checkpoints
+            .as_ref()
+            .map(|c| (c.get_ref().as_str(), c.span()))
+        {
+            None | Some(("final", _)) => EvalCheckpoints::Final,
+            Some(("all", _)) => EvalCheckpoints::All,
+            Some((other, span)) => {
+                return Err(err(
+                    span,
+                    format!("`checkpoints` must be `all` or `final`, got `{other}`"),
+                ));
+            }
+        };
+        let placement = match e
+            .placement
+            .as_ref()
+            .map(|c| (c.get_ref().as_str(), c.span()))
+        {
+            None | Some(("eval-job", _)) => EvalPlacement::EvalJob,
+            Some(("training-job", span)) => {
+                if matches!(kind, EvalKind::Command { .. }) {
+                    return Err(err(span, "`where = \"training-job\"` runs only the built-in `kind = \"mmlu\"`; a command evaluation runs as its own job".into()));
+                }
+                if let Some(s) = &e.slurm {
+                    return Err(err(s.span(), "`[eval.slurm]` applies to evaluation jobs; this evaluation runs inside the training job (`where = \"training-job\"`)".into()));
+                }
+                EvalPlacement::TrainingJob
+            }
+            Some((other, span)) => {
+                return Err(err(
+                    span,
+                    format!("`where` must be `eval-job` or `training-job`, got `{other}`"),
+                ));
+            }
+        };
+        let default = RawEvalSlurm::default();
+        let rs = e.slurm.as_ref().map_or(&default, |s| s.get_ref());
+        let word = |v: &Option<Spanned<String>>,
+                    key: &str,
+                    inherit: &Option<String>|
+         -> Result<Option<String>, SpecError> {
+            match v {
+                Some(s) if !is_plain_word(s.get_ref()) => Err(err(
+                    s.span(),
+                    format!(
+                        "`eval.slurm.{key}` = `{}` may hold only letters, digits and `_-.,:=@%/+[]`",
+                        s.get_ref()
+                    ),
+                )),
+                Some(s) => Ok(Some(s.get_ref().clone())),
+                None => Ok(inherit.clone()),
+            }
+        };
+        let time = rs
+            .time
+            .as_ref()
+            .map_or_else(|| slurm.time.clone(), |t| t.get_ref().clone());
+        if parse_time(&time).filter(|&t| t > 0).is_none() {
+            return Err(source.error(
+                rs.time.as_ref().map(Spanned::span),
+                format!(
+                    "`eval.slurm.time` = `{time}` is not a Slurm time limit (e.g. `30`, `01:30:00`)"
+                ),
+            ));
+        }
+        let int = |v: &Option<Spanned<i64>>,
+                   key: &str,
+                   default: u32,
+                   min: i64|
+         -> Result<u32, SpecError> {
+            match v {
+                None => Ok(default),
+                Some(s) if *s.get_ref() < min || *s.get_ref() > i64::from(u32::MAX) => Err(err(
+                    s.span(),
+                    format!("`eval.slurm.{key}` must be >= {min}, got `{}`", s.get_ref()),
+                )),
+                Some(s) => Ok(*s.get_ref() as u32),
+            }
+        };
+        let mut extra = Vec::new();
+        for x in &rs.extra {
+            let line = x.get_ref();
+            let ok = line.starts_with("--")
+                && line.split_once('=').map_or(is_plain_word(line), |(k, v)| {
+                    is_plain_word(k) && is_plain_word(v)
+                });
+            if !ok {
+                return Err(err(
+                    x.span(),
+                    format!(
+                        "`eval.slurm.extra` entry `{line}` must be one `--option[=value]` of plain characters"
+                    ),
+                ));
+            }
+            extra.push(line.clone());
+        }
+        let es = EvalSlurm {
+            partition: word(&rs.partition, "partition", &slurm.partition)?,
+            account: word(&rs.account, "account", &slurm.account)?,
+            qos: word(&rs.qos, "qos", &slurm.qos)?,
+            constraint: word(&rs.constraint, "constraint", &slurm.constraint)?,
+            mem: word(&rs.mem, "mem", &slurm.mem)?,
+            time,
+            gpus_per_node: int(
+                &rs.gpus_per_node,
+                "gpus_per_node",
+                slurm.gpus_per_node.min(1),
+                0,
+            )?,
+            cpus_per_task: int(&rs.cpus_per_task, "cpus_per_task", slurm.cpus_per_task, 1)?,
+            extra,
+        };
+        let mut kind = kind;
+        if let EvalKind::Mmlu { backend, .. } = &mut kind
+            && backend.is_none()
+            && placement == EvalPlacement::EvalJob
+        {
+            *backend = Some(
+                if es.gpus_per_node > 0 {
+                    "cuda:0"
+                } else {
+                    "flex"
+                }
+                .into(),
+            );
+        }
+        out.push(EvalEntry {
+            spec: EvalSpec {
+                name: name.clone(),
+                kind,
+                checkpoints,
+                placement,
+            },
+            slurm: es,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -764,6 +1176,144 @@ mod tests {
         assert_eq!(s.command, ["{binary}", "run", "{run_dir}"]);
         assert_eq!(s.binary.as_deref(), Some("sftctl-train"));
         assert_eq!(s.ledger, Path::new("./ledger"));
+    }
+
+    #[test]
+    fn eval_tables_are_checked_where_they_are_written() {
+        let table: &[(&str, (usize, usize), &str)] = &[
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"bleu\"\n",
+                (7, 8),
+                "`kind` must be `mmlu` or `command`",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\n",
+                (7, 8),
+                "needs `data`",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\nshots = -1\n",
+                (9, 9),
+                "`shots` must be >= 0",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\nbackend = \"gpu\"\n",
+                (9, 11),
+                "`backend` must be",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\ncommand = [\"x\"]\n",
+                (9, 11),
+                "`command` does not apply",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\ncheckpoints = \"best\"\n",
+                (9, 15),
+                "`all` or `final`",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\nwhere = \"login\"\n",
+                (9, 9),
+                "`eval-job` or `training-job`",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\nwhere = \"training-job\"\n[eval.slurm]\ncpus_per_task = 2\n",
+                (10, 1),
+                "applies to evaluation jobs",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\n[eval.slurm]\ngpus = 1\n",
+                (10, 1),
+                "unknown field `gpus`",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\n[eval.slurm]\ntime = \"later\"\n",
+                (10, 8),
+                "not a Slurm time limit",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\n[eval.slurm]\npartition = \"a b\"\n",
+                (10, 13),
+                "may hold only",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"command\"\n",
+                (7, 8),
+                "needs `command`",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"command\"\ncommand = [\"lm_eval\", \"{output}\"]\n",
+                (8, 11),
+                "must contain `{model}`",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"command\"\ncommand = [\"x\", \"{model}\", \"{output}\", \"{ckpt}\"]\n",
+                (8, 11),
+                "unknown placeholder `{ckpt}`",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"command\"\ncommand = [\"x\", \"{model}\", \"{output}\"]\nshots = 5\n",
+                (9, 9),
+                "`shots` does not apply",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"command\"\ncommand = [\"x\", \"{model}\", \"{output}\"]\nwhere = \"training-job\"\n",
+                (9, 9),
+                "runs only the built-in",
+            ),
+            (
+                "[[eval]]\nname = \"../m\"\nkind = \"mmlu\"\ndata = \"d\"\n",
+                (6, 8),
+                "evaluation name",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\n[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\n",
+                (10, 8),
+                "defined twice",
+            ),
+            (
+                "[[eval]]\nname = \"m\"\nkind = \"mmlu\"\ndata = \"d\"\nsubjects = 3\n",
+                (9, 1),
+                "unknown field `subjects`",
+            ),
+        ];
+        for (body, (line, col), needle) in table {
+            let text = format!("{BASE}{body}");
+            let e = parse(&text).unwrap_err();
+            assert!(e.message.contains(needle), "{body:?}: {e}");
+            assert_eq!((e.line, e.col), (*line, *col), "{body:?}: {e}");
+        }
+        let s = parse(&format!(
+            "{BASE}[slurm]\ngpus_per_node = 4\npartition = \"gpu\"\n[[eval]]\nname = \"mmlu\"\nkind = \"mmlu\"\ndata = \"eval/mmlu\"\ncheckpoints = \"all\"\n[[eval]]\nname = \"lm\"\nkind = \"command\"\ncommand = [\"lm_eval\", \"--model_args\", \"pretrained={{model}}\", \"--output_path\", \"{{output}}\"]\n[eval.slurm]\ngpus_per_node = 0\ncpus_per_task = 8\ntime = \"00:30:00\"\n"
+        ))
+        .unwrap();
+        let (m, lm) = (&s.evals[0], &s.evals[1]);
+        assert_eq!(m.spec.checkpoints, EvalCheckpoints::All);
+        assert_eq!(m.spec.placement, EvalPlacement::EvalJob);
+        // An evaluation job takes one of the training job's GPUs, and its partition.
+        assert_eq!(
+            (m.slurm.gpus_per_node, m.slurm.partition.as_deref()),
+            (1, Some("gpu"))
+        );
+        match &m.spec.kind {
+            EvalKind::Mmlu {
+                data,
+                shots,
+                backend,
+                ..
+            } => {
+                assert!(
+                    data.ends_with("/eval/mmlu") && Path::new(data).is_absolute(),
+                    "{data}"
+                );
+                assert_eq!((*shots, backend.as_deref()), (5, Some("cuda:0")));
+            }
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(lm.spec.checkpoints, EvalCheckpoints::Final);
+        assert_eq!((lm.slurm.gpus_per_node, lm.slurm.cpus_per_task), (0, 8));
+        assert_eq!(lm.slurm.time, "00:30:00");
+        assert_eq!(s.binary.as_deref(), Some("sftctl-train"));
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! batches that a killed `submit` left as intents.
 
 use serde::Serialize;
+use sftctl_ledger::evals::{
+    EvalPlacement, EvalSubmission, is_scored, latest_eval_jobs, run_evals, scored_steps,
+};
+use sftctl_ledger::results::read_checkpoints;
 use sftctl_ledger::{
     Batch, BatchState, Executor, LocalState, ResultStatus, RunSnapshot, Submission, SweepDir,
     Timestamp, claim::hostname, read_run,
@@ -258,6 +262,158 @@ pub struct RunStatus {
     pub eta_s: Option<f64>,
     pub heartbeat_age_s: Option<f64>,
     pub error: Option<String>,
+    /// The run's evaluation jobs (one per `[[eval]]` that runs as its own job).
+    pub evals: Vec<EvalStatus>,
+}
+
+/// What a user sees for an evaluation job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalState {
+    Unsubmitted,
+    Pending,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl EvalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvalState::Unsubmitted => "unsubmitted",
+            EvalState::Pending => "pending",
+            EvalState::Running => "running",
+            EvalState::Done => "done",
+            EvalState::Failed => "failed",
+            EvalState::Cancelled => "cancelled",
+        }
+    }
+    /// No job of this evaluation will run again by itself.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            EvalState::Done | EvalState::Failed | EvalState::Cancelled
+        )
+    }
+    /// `submit --retry-failed` resubmits the evaluation.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, EvalState::Failed | EvalState::Cancelled)
+    }
+}
+
+/// One evaluation job of a run in `sftctl status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalStatus {
+    pub name: String,
+    pub state: EvalState,
+    pub job_id: Option<String>,
+    /// Jobs of this evaluation so far (1 = first submit).
+    pub attempt: u32,
+    pub slurm_state: Option<String>,
+    pub reason: Option<String>,
+    /// Checkpoint steps this evaluation has scored.
+    pub scored_steps: Vec<u64>,
+    /// Steps it still has to score among the run's complete checkpoints.
+    pub unscored_steps: Vec<u64>,
+}
+
+/// Maps what the scheduler says about an evaluation job; the ledger settles a job the
+/// scheduler forgot (done when nothing is left to score).
+pub fn eval_state(view: &JobView, nothing_left: bool) -> EvalState {
+    match view.state {
+        None | Some(RunState::Lost) if nothing_left => EvalState::Done,
+        None | Some(RunState::Lost) => EvalState::Failed,
+        Some(s) => match s {
+            RunState::Unsubmitted
+            | RunState::Pending
+            | RunState::Requeued
+            | RunState::Suspended => EvalState::Pending,
+            RunState::Running | RunState::Stalled | RunState::Completing => EvalState::Running,
+            RunState::Completed => EvalState::Done,
+            RunState::Cancelled => EvalState::Cancelled,
+            RunState::Failed
+            | RunState::Timeout
+            | RunState::OutOfMemory
+            | RunState::NodeFail
+            | RunState::Lost => EvalState::Failed,
+        },
+    }
+}
+
+/// The evaluation jobs of a run: the `[[eval]]`s of its `config.json` that run as their own
+/// job, and their latest submissions.
+pub struct EvalJobs {
+    pub names: Vec<String>,
+    pub submissions: Vec<EvalSubmission>,
+}
+
+/// Reads a run's evaluation jobs from the ledger.
+pub fn read_eval_jobs(sweep: &SweepDir, run_id: &str) -> anyhow::Result<EvalJobs> {
+    let dir = sweep.run(run_id);
+    let mut names: Vec<String> = run_evals(dir.path())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.placement == EvalPlacement::EvalJob)
+        .map(|e| e.name)
+        .collect();
+    let submissions = dir.read_eval_submissions()?;
+    for s in &submissions {
+        if !names.contains(&s.eval) {
+            names.push(s.eval.clone());
+        }
+    }
+    Ok(EvalJobs { names, submissions })
+}
+
+/// The state of each evaluation job of a run.
+pub fn derive_evals(
+    sweep: &SweepDir,
+    run_id: &str,
+    jobs: &EvalJobs,
+    view: &dyn Fn(&EvalSubmission) -> JobView,
+) -> Vec<EvalStatus> {
+    let dir = sweep.run(run_id);
+    let evals = run_evals(dir.path()).unwrap_or_default();
+    let steps: Vec<u64> = read_checkpoints(dir.path())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.step)
+        .collect();
+    let latest = latest_eval_jobs(&jobs.submissions);
+    jobs.names
+        .iter()
+        .map(|name| {
+            let wanted = evals
+                .iter()
+                .find(|e| e.name == *name)
+                .map_or_else(Vec::new, |e| e.wanted(&steps));
+            let unscored: Vec<u64> = wanted
+                .iter()
+                .copied()
+                .filter(|&s| !is_scored(dir.path(), name, s))
+                .collect();
+            let scored = scored_steps(dir.path(), name).unwrap_or_default();
+            let sub = latest.iter().find(|s| s.eval == *name);
+            let (state, v) = match sub {
+                None => (EvalState::Unsubmitted, JobView::default()),
+                Some(s) => {
+                    let v = view(s);
+                    (eval_state(&v, !steps.is_empty() && unscored.is_empty()), v)
+                }
+            };
+            EvalStatus {
+                name: name.clone(),
+                state,
+                job_id: sub.map(|s| s.job_id.clone()),
+                attempt: sub.map_or(0, |s| s.attempt),
+                slurm_state: v.raw,
+                reason: v.reason,
+                scored_steps: scored,
+                unscored_steps: unscored,
+            }
+        })
+        .collect()
 }
 
 /// The latest submission of each phase (the highest attempt).
@@ -296,10 +452,15 @@ pub fn derive(
         tokens_per_s: snap.last_metric.as_ref().map(|m| m.tokens_per_s),
         eta_s: None,
         heartbeat_age_s: snap.heartbeat.as_ref().map(|h| h.at.age_s()),
+        evals: Vec::new(),
         error: snap
             .errors
             .last()
             .map(|e| match &e.kind {
+                // A multi-rank job's messages name their rank (or the lost one) already.
+                sftctl_ledger::EventKind::Error { message } if message.starts_with("rank ") => {
+                    message.clone()
+                }
                 sftctl_ledger::EventKind::Error { message } => {
                     format!("rank {}: {message}", e.rank)
                 }
@@ -424,17 +585,35 @@ pub fn record_submitted(
 ) -> anyhow::Result<()> {
     for (i, e) in b.entries.iter().enumerate() {
         let run = sweep.run(&e.run_id);
+        let job_id = if array {
+            format!("{job}_{i}")
+        } else {
+            job.to_string()
+        };
+        if let Some(eval) = &e.eval {
+            let attempt = run
+                .read_eval_submissions()?
+                .iter()
+                .filter(|s| s.eval == *eval)
+                .count() as u32
+                + 1;
+            run.append_eval_submission(&EvalSubmission {
+                eval: eval.clone(),
+                job_id,
+                batch: b.token.clone(),
+                attempt,
+                executor: b.executor,
+                submitted_at: Timestamp::now(),
+                depends_on: b.depends_on.first().cloned(),
+            })?;
+            continue;
+        }
         let attempt = run
             .read_submissions()?
             .iter()
             .filter(|s| s.phase == e.phase)
             .count() as u32
             + 1;
-        let job_id = if array {
-            format!("{job}_{i}")
-        } else {
-            job.to_string()
-        };
         run.append_submission(&Submission {
             job_id,
             batch: b.token.clone(),
@@ -459,6 +638,7 @@ pub fn collect(
     stale_after_s: f64,
 ) -> anyhow::Result<(Vec<RunStatus>, SchedulerView)> {
     let mut snaps = Vec::with_capacity(run_ids.len());
+    let mut eval_jobs = Vec::with_capacity(run_ids.len());
     let mut slurm_jobs = Vec::new();
     for id in run_ids {
         let snap = read_run(sweep.run(id).path(), false)?;
@@ -467,13 +647,21 @@ pub fn collect(
                 slurm_jobs.push(s.job_id.clone());
             }
         }
+        let ej = read_eval_jobs(sweep, id)?;
+        for s in latest_eval_jobs(&ej.submissions) {
+            if s.executor == Executor::Slurm {
+                slurm_jobs.push(s.job_id.clone());
+            }
+        }
         snaps.push(snap);
+        eval_jobs.push(ej);
     }
     let view = query_slurm(slurm, &slurm_jobs)?;
     let out = run_ids
         .iter()
         .zip(&snaps)
-        .map(|(id, snap)| {
+        .zip(&eval_jobs)
+        .map(|((id, snap), ej)| {
             let name = snap
                 .record
                 .as_ref()
@@ -482,7 +670,13 @@ pub fn collect(
                 Executor::Slurm => view.jobs.get(&s.job_id).cloned().unwrap_or_default(),
                 Executor::Local => local_view(sweep, id, &s.job_id),
             };
-            derive(id, &name, snap, &jobs, stale_after_s)
+            let mut st = derive(id, &name, snap, &jobs, stale_after_s);
+            let eval_view = |s: &EvalSubmission| match s.executor {
+                Executor::Slurm => view.jobs.get(&s.job_id).cloned().unwrap_or_default(),
+                Executor::Local => local_view(sweep, id, &s.job_id),
+            };
+            st.evals = derive_evals(sweep, id, ej, &eval_view);
+            st
         })
         .collect();
     Ok((out, view))

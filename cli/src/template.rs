@@ -8,6 +8,36 @@ use serde::Serialize;
 
 /// The default template, `templates/job.sh.j2`, compiled in.
 pub const DEFAULT_TEMPLATE: &str = include_str!("../../templates/job.sh.j2");
+/// The default evaluation-job template, `templates/eval.sh.j2`, compiled in.
+pub const DEFAULT_EVAL_TEMPLATE: &str = include_str!("../../templates/eval.sh.j2");
+
+/// Everything an evaluation-job template may use.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalJobContext {
+    pub sftctl_version: String,
+    pub sweep: String,
+    pub run_id: String,
+    pub run_name: String,
+    pub run_dir: String,
+    /// The evaluation's name.
+    pub eval: String,
+    pub log: String,
+    pub job_name: String,
+    pub gpus_per_node: u32,
+    pub cpus_per_task: u32,
+    pub time: String,
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    pub constraint: Option<String>,
+    pub mem: Option<String>,
+    pub extra: Vec<String>,
+    pub modules: Vec<String>,
+    pub venv: Option<String>,
+    pub vars: Vec<(String, String)>,
+    /// `sftctl-train eval-job RUN_DIR --eval NAME`; `{{ command|argv }}` quotes each word.
+    pub command: Vec<String>,
+}
 
 /// Everything a template may use.
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +70,9 @@ pub struct JobContext {
     pub vars: Vec<(String, String)>,
     /// The job's argv, placeholders replaced; `{{ command|argv }}` quotes each word.
     pub command: Vec<String>,
+    /// `sftctl-train post-mortem RUN_DIR` (empty when the command is not sftctl-train's): run
+    /// by a multi-rank job after its launcher fails, it records which rank was lost.
+    pub post_mortem: Vec<String>,
 }
 
 /// A compiled template.
@@ -89,8 +122,14 @@ impl Renderer {
         Self::new("job.sh.j2", DEFAULT_TEMPLATE.to_owned()).expect("the built-in template compiles")
     }
 
-    /// Renders the script of one job.
-    pub fn render(&self, ctx: &JobContext) -> Result<String, String> {
+    /// The default evaluation-job template.
+    pub fn default_eval_template() -> Self {
+        Self::new("eval.sh.j2", DEFAULT_EVAL_TEMPLATE.to_owned())
+            .expect("the built-in template compiles")
+    }
+
+    /// Renders the script of one job (a [`JobContext`] or an [`EvalJobContext`]).
+    pub fn render<C: Serialize>(&self, ctx: &C) -> Result<String, String> {
         let name = self
             .env
             .templates()
@@ -143,6 +182,11 @@ mod tests {
                 "/l/runs/abc".into(),
                 "it's".into(),
             ],
+            post_mortem: vec![
+                "/bin/train".into(),
+                "post-mortem".into(),
+                "/l/runs/abc".into(),
+            ],
         }
     }
 
@@ -157,6 +201,10 @@ mod tests {
         assert!(s.contains(r"/bin/train run /l/runs/abc 'it'\''s' &"), "{s}");
         assert!(!s.contains("#SBATCH --account"));
         assert!(!s.contains("srun"));
+        assert!(
+            !s.contains("post-mortem"),
+            "one rank records its own errors: {s}"
+        );
         let mut c = ctx();
         c.nodes = 2;
         let s = Renderer::default_template().render(&c).unwrap();
@@ -169,6 +217,11 @@ mod tests {
         let s = Renderer::default_template().render(&c).unwrap();
         assert!(s.contains("#SBATCH --ntasks-per-node=2\n"), "{s}");
         assert!(s.contains("-np 4 --map-by ppr:2:node"), "{s}");
+        // A failed launcher is followed by the post-mortem, with where this attempt's log began.
+        assert!(
+            s.contains("/bin/train post-mortem /l/runs/abc --exit-status \"$rc\" --log \"$log_file\" --log-offset \"$log_start\""),
+            "{s}"
+        );
         c.gpus_per_node = 4;
         c.ranks_per_node = 4;
         let s = Renderer::default_template().render(&c).unwrap();
@@ -185,6 +238,52 @@ mod tests {
         c.command = vec!["A=1".into(), "B=2".into(), "x[1]".into()];
         let s = Renderer::default_template().render(&c).unwrap();
         assert!(s.contains("\n'A=1' B=2 'x[1]' &\n"), "{s}");
+    }
+
+    #[test]
+    fn eval_template_quotes_every_value() {
+        let c = ctx();
+        let e = EvalJobContext {
+            sftctl_version: c.sftctl_version,
+            sweep: c.sweep,
+            run_id: c.run_id,
+            run_name: c.run_name,
+            run_dir: "/l/runs/a b".into(),
+            eval: "lm".into(),
+            log: "/l/runs/abc/logs/eval-lm-%j.out".into(),
+            job_name: "sft.s.abc.lm".into(),
+            gpus_per_node: 1,
+            cpus_per_task: 4,
+            time: "00:30:00".into(),
+            partition: Some("gpu".into()),
+            account: None,
+            qos: None,
+            constraint: None,
+            mem: None,
+            extra: vec![],
+            modules: c.modules,
+            venv: c.venv,
+            vars: c.vars,
+            command: vec![
+                "/bin/sftctl-train".into(),
+                "eval-job".into(),
+                "/l/runs/a b".into(),
+                "--eval".into(),
+                "lm".into(),
+            ],
+        };
+        let s = Renderer::default_eval_template().render(&e).unwrap();
+        assert!(s.contains("#SBATCH --gpus-per-node=1\n"), "{s}");
+        assert!(s.contains("#SBATCH --cpus-per-task=4\n"), "{s}");
+        assert!(s.contains("#SBATCH --partition=gpu\n"), "{s}");
+        assert!(s.contains("module load 'cuda/12; rm -rf ~'\n"), "{s}");
+        assert!(s.contains("export HF_HOME='$(curl evil)'\n"), "{s}");
+        assert!(s.contains("cd '/l/runs/a b' || exit 1\n"), "{s}");
+        assert!(
+            s.contains("exec /bin/sftctl-train eval-job '/l/runs/a b' --eval lm\n"),
+            "{s}"
+        );
+        assert!(!s.contains("--signal"), "{s}");
     }
 
     #[test]

@@ -244,7 +244,7 @@ impl RunDir {
             root: None,
         }
     }
-    fn guard(&self, target: &Path) -> Result<()> {
+    pub(crate) fn guard(&self, target: &Path) -> Result<()> {
         match &self.root {
             Some(root) => refuse_links(root, target),
             None => Ok(()),
@@ -368,7 +368,7 @@ fn refuse_links(root: &Path, target: &Path) -> Result<()> {
 
 /// Adds execute permission wherever the file (created under the umask) has read permission,
 /// so a script gets `0777 & !umask` rather than a fixed mode.
-fn executable(p: &Path) -> Result<()> {
+pub(crate) fn executable(p: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mode = fs::metadata(p)?.permissions().mode() & 0o777;
     fs::set_permissions(

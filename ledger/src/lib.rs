@@ -7,7 +7,9 @@
 //! ([`claim::Claim`]), which cannot hang on NFS. See `docs/ledger.md` for the layout.
 
 pub mod claim;
+pub mod evals;
 pub mod failpoint;
+pub mod import;
 pub mod io;
 pub mod layout;
 pub mod read;

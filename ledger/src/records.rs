@@ -136,6 +136,10 @@ pub struct Batch {
 pub struct BatchEntry {
     pub run_id: String,
     pub phase: u32,
+    /// Set when the entry runs this evaluation of the run (its `eval-<name>.sh`) rather than
+    /// training (`phase` is then the run's last phase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<String>,
 }
 
 /// Whether a [`Batch`] reached Slurm.

@@ -4,13 +4,14 @@
 use burn::tensor::{Device, Tensor, TensorData};
 
 // Data parallelism behind the seam (docs/distributed.md): the launcher's environment, the
-// parameter checksum, per-rank liveness, and the two engines.
+// parameter checksum, per-rank liveness, the two engines, and the post-mortem of a lost rank.
 pub mod launch;
 pub mod liveness;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 #[cfg(feature = "nccl")]
 pub mod nccl;
+pub mod postmortem;
 pub mod replicas;
 
 /// A collective operation failed (a peer died, the transport broke).

@@ -55,6 +55,36 @@ enum Command {
     /// lm-evaluation-harness does, on a model directory or on a run's checkpoints (results go
     /// into the run's ledger directory).
     Eval(EvalArgs),
+    /// After the launcher (mpirun, srun) of a multi-rank job exits non-zero: find in the job log
+    /// which rank was lost, where and how, and record it as an error event of the run (the
+    /// batch script runs this; `sftctl status` shows it). Records nothing when the log names no
+    /// lost rank.
+    PostMortem {
+        /// The run's directory in the ledger.
+        run_dir: PathBuf,
+        /// The launcher's exit status.
+        #[arg(long)]
+        exit_status: i32,
+        /// The job log (the batch script's stdout file).
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Where in the log this attempt began (its size before the launcher started).
+        #[arg(long, default_value_t = 0)]
+        log_offset: u64,
+    },
+    /// Run one of the evaluations in `RUN_DIR/config.json` (the spec's `[[eval]]`) on the
+    /// checkpoints it has not scored, record the scores in RUN_DIR, then drop the checkpoint
+    /// weights no evaluation needs any more. What an evaluation job runs.
+    EvalJob {
+        /// The run's directory in the ledger.
+        run_dir: PathBuf,
+        /// The evaluation's name.
+        #[arg(long)]
+        eval: String,
+        /// `flex`, `tch-cpu` or `cuda:N` when the evaluation names none.
+        #[arg(long)]
+        backend: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -135,6 +165,14 @@ fn main() -> std::process::ExitCode {
         if matches!(backend, BackendChoice::TchCuda(_)) && !doctor(backend, 1) {
             return std::process::ExitCode::from(1);
         }
+        let run_dir = a.run_dir.clone();
+        let phase = a.phase.unwrap_or_else(|| {
+            std::env::var("SFTCTL_PHASE")
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0)
+        });
+        let backend_name = a.backend.clone();
         let exit = sftctl_runtime::train::job::main(sftctl_runtime::train::job::RunArgs {
             run_dir: a.run_dir,
             phase: a.phase,
@@ -148,6 +186,17 @@ fn main() -> std::process::ExitCode {
             keep_last: a.keep_last,
             progress: a.progress,
         });
+        // Evaluations placed in the training job run after its last phase, on rank 0.
+        let rank0 =
+            sftctl_runtime::collective::launch::RankEnv::from_env().is_ok_and(|r| r.rank == 0);
+        if exit == sftctl_runtime::train::job::JobExit::Completed
+            && rank0
+            && let Err(e) =
+                sftctl_runtime::eval::required::run_in_training_job(&run_dir, phase, &backend_name)
+        {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
         return std::process::ExitCode::from(exit.code());
     }
     match run(cli) {
@@ -162,7 +211,39 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Eval(a) => eval(a),
+        Command::EvalJob {
+            run_dir,
+            eval,
+            backend,
+        } => {
+            use sftctl_runtime::eval::required::{find, run_one};
+            let e = find(&run_dir, &eval)?;
+            let steps = run_one(&run_dir, &e, backend.as_deref())?;
+            eprintln!(
+                "evaluation `{eval}`: scored {} checkpoint(s) {steps:?}",
+                steps.len()
+            );
+            Ok(())
+        }
         Command::Run(_) => unreachable!("handled in main"),
+        Command::PostMortem {
+            run_dir,
+            exit_status,
+            log,
+            log_offset,
+        } => {
+            let log = log.filter(|p| p.is_file());
+            match sftctl_runtime::collective::postmortem::record(
+                &run_dir,
+                log.as_deref(),
+                log_offset,
+                exit_status,
+            )? {
+                Some(m) => eprintln!("post-mortem: {m}"),
+                None => eprintln!("post-mortem: the job log names no lost rank"),
+            }
+            Ok(())
+        }
         Command::Doctor {
             backend,
             world_size,

@@ -1,6 +1,7 @@
 //! Data parallelism over MPI on the real model (tiny Llama) and the trainer's step: 2 ranks × k
 //! micro-batches equal 1 rank × 2k; a parameter mismatch stops every rank; a non-zero rank that
-//! is killed or stopped fails the job within 60 s; the same equality inside a two-node
+//! is killed or stopped fails the job within 60 s, and so does one that hangs outside the
+//! collectives while its heartbeat lives (collective timeout); the same equality inside a two-node
 //! allocation of the local Slurm cluster.
 //!
 //! One executable plays both parts (`harness = false`): run by cargo it is the orchestrator and
@@ -193,11 +194,10 @@ fn run_scenario(scenario: &str, out: &Path, c: &mut dyn Collective) -> Result<()
     let (rank, world) = (c.rank(), c.world_size());
     let per_rank = MICRO_PER_STEP / world;
     let stop = StopSignal::manual(Duration::from_secs(600));
-    let mut t = trainer_for(if scenario == "hang" {
-        1 << 40
-    } else {
-        STEPS as u64
-    });
+    // `hang`: endless, for a signal from outside; `spin`: endless, and rank 1 stops calling
+    // collectives after its second step while its heartbeat thread lives on.
+    let endless = scenario == "hang" || scenario == "spin";
+    let mut t = trainer_for(if endless { 1 << 40 } else { STEPS as u64 });
     if scenario == "mismatch" && rank == 1 {
         struct Nudge;
         impl ModuleMapper for Nudge {
@@ -208,11 +208,7 @@ fn run_scenario(scenario: &str, out: &Path, c: &mut dyn Collective) -> Result<()
         t.model = t.model.clone().map(&mut Nudge);
     }
     replicas::verify(&t.model, c, 0).map_err(|e| e.to_string())?;
-    let steps = if scenario == "hang" {
-        usize::MAX
-    } else {
-        STEPS
-    };
+    let steps = if endless { usize::MAX } else { STEPS };
     let mut log = Vec::new();
     for step in 0..steps {
         let first = (step * MICRO_PER_STEP + rank * per_rank) as u64;
@@ -228,8 +224,14 @@ fn run_scenario(scenario: &str, out: &Path, c: &mut dyn Collective) -> Result<()
             other => return Err(format!("step {step}: {other:?}")),
         }
         replicas::verify(&t.model, c, t.step).map_err(|e| e.to_string())?;
-        if scenario == "hang" {
+        if endless {
             fs_err::write(out.join(format!("step-{rank}")), step.to_string()).unwrap();
+        }
+        if scenario == "spin" && rank == 1 && step == 1 {
+            fs_err::write(out.join("hung"), "").unwrap();
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
         }
     }
     write_f32(
@@ -473,6 +475,64 @@ fn dead_rank_fails_the_job() {
     }
 }
 
+/// Rank 1 stops calling collectives while its heartbeat thread lives (a computation that never
+/// ends): rank 0's collective times out (`SFTCTL_COLLECTIVE_TIMEOUT_S`, 5 s here), it names
+/// rank 1 as the rank that never joined, and the post-mortem turns its line into the run's
+/// reason.
+fn hung_rank_fails_the_job() {
+    use sftctl_runtime::collective::postmortem;
+    let out = tempdir("spin");
+    let mut child = mpirun(2, "spin", &out, &[("SFTCTL_COLLECTIVE_TIMEOUT_S", "5")])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(150) {
+            let _ = child.kill();
+            panic!("the job still runs 150 s after it started; rank 1 hangs");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let hung_for = fs_err::metadata(out.join("hung"))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .expect("rank 1 hung");
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    eprintln!(
+        "rank 1 hung outside collectives: job ended {:.1} s later ({status})",
+        hung_for.as_secs_f64()
+    );
+    assert!(!status.success(), "{stderr}");
+    assert!(hung_for < Duration::from_secs(60), "{hung_for:?}\n{stderr}");
+    assert!(
+        stderr.contains("rank 0: collective `")
+            && stderr.contains("has not returned for ")
+            && stderr.contains("rank 1 (on "),
+        "{stderr}"
+    );
+    let code = status.code().unwrap_or(128 + 9);
+    let why = postmortem::explain(&postmortem::findings(&stderr), &stderr, code)
+        .unwrap_or_else(|| panic!("no finding in:\n{stderr}"));
+    assert!(
+        why.starts_with("rank 1 on ")
+            && why.contains(" hung: alive (heartbeats) but it never joined collective `"),
+        "{why}"
+    );
+}
+
 /// Whether the local Slurm cluster answers; with `SFTCTL_REQUIRE_SLURM=1` it must.
 fn slurm_up() -> bool {
     let up = Command::new("sinfo")
@@ -584,10 +644,11 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let tests: [(&str, fn()); 4] = [
+    let tests: [(&str, fn()); 5] = [
         ("two_ranks_equal_one_rank", two_ranks_equal_one_rank),
         ("mismatch_stops_every_rank", mismatch_stops_every_rank),
         ("dead_rank_fails_the_job", dead_rank_fails_the_job),
+        ("hung_rank_fails_the_job", hung_rank_fails_the_job),
         ("slurm_two_nodes", slurm_two_nodes),
     ];
     for (name, test) in tests {

@@ -1,6 +1,8 @@
 //! End to end, data parallelism through `sftctl submit` on the local Slurm cluster: the tiny
 //! Llama trained with 2 nodes × 1 rank (mpirun, MPI-featured `sftctl-train`) against the same
-//! sweep on 1 node × 1 rank, whose one rank accumulates both ranks' micro-batches.
+//! sweep on 1 node × 1 rank, whose one rank accumulates both ranks' micro-batches; and a rank
+//! lost on the second node (SIGKILL, SIGSTOP): the job fails within 60 s, `sftctl status` says
+//! which rank was lost and how, and `submit --retry-failed` resumes from the last checkpoint.
 
 use sftctl_tests::*;
 use std::collections::BTreeMap;
@@ -38,11 +40,16 @@ fn mpi_binary() -> PathBuf {
 }
 
 fn spec(name: &str, nodes: u32, binary: &Path) -> String {
+    spec_with(name, nodes, binary, "max_steps = 4\n")
+}
+
+/// The sweep of [`spec`] with more `[train]` keys (`train`, newline-terminated lines).
+fn spec_with(name: &str, nodes: u32, binary: &Path, train: &str) -> String {
     format!(
         "[sweep]\nname = \"{name}\"\nledger = \"ledger\"\n\
          [model]\npath = \"model\"\n\
          [[data]]\nname = \"chat\"\npath = \"data/train.jsonl\"\n\
-         [train]\nbatch_size = 8\nmicro_batch_size = 1\nmax_seq_len = 64\nmax_steps = 4\n\
+         [train]\nbatch_size = 8\nmicro_batch_size = 1\nmax_seq_len = 64\n{train}\
          warmup_steps = 1\ngrad_clip = 0.5\nlr = 3e-3\n\
          [grid]\nseed = [0]\n\
          [run]\nbinary = \"{}\"\n\
@@ -94,9 +101,10 @@ fn run_dir(sb: &Sandbox, sweep: &str, status: &serde_json::Value) -> PathBuf {
     sb.path().join(format!("ledger/sweeps/{sweep}/runs/{id}"))
 }
 
-#[test]
-fn two_nodes_equal_one_node_with_twice_the_accumulation() {
-    let Some(_lock) = lock_cluster() else { return };
+/// A sandbox owned by the test user with the tiny Llama in `model/`, 48 quickstart
+/// conversations in `data/train.jsonl` (no eval.jsonl, so no validation pass) and a copy of the
+/// MPI-featured runtime, whose path is returned.
+fn sandbox() -> (Sandbox, PathBuf) {
     let binary = mpi_binary();
     let sb = Sandbox::new(true);
     let repo = repo();
@@ -104,7 +112,6 @@ fn two_nodes_equal_one_node_with_twice_the_accumulation() {
         &repo.join("examples/models/tiny-llama"),
         &sb.path().join("model"),
     );
-    // 48 conversations: 4 steps of 8 and then some; no eval.jsonl, so no validation pass.
     let train = fs_err::read_to_string(repo.join("examples/data/quickstart/train.jsonl")).unwrap();
     fs_err::create_dir_all(sb.path().join("data")).unwrap();
     let subset: Vec<&str> = train.lines().take(48).collect();
@@ -117,6 +124,13 @@ fn two_nodes_equal_one_node_with_twice_the_accumulation() {
         .status()
         .unwrap();
     assert!(st.success());
+    (sb, bin_copy)
+}
+
+#[test]
+fn two_nodes_equal_one_node_with_twice_the_accumulation() {
+    let Some(_lock) = lock_cluster() else { return };
+    let (sb, bin_copy) = sandbox();
 
     sb.write("two.toml", &spec("dp-two", 2, &bin_copy));
     sb.write("one.toml", &spec("dp-one", 1, &bin_copy));
@@ -148,15 +162,7 @@ fn two_nodes_equal_one_node_with_twice_the_accumulation() {
     });
     let (s2, s1) = (s2.unwrap(), s1.unwrap());
     let (two, one) = (run_dir(&sb, "dp-two", &s2), run_dir(&sb, "dp-one", &s1));
-    let log = |run: &Path| -> String {
-        fs_err::read_dir(run.join("logs"))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| fs_err::read_to_string(e.path()).unwrap_or_default())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let log = job_log;
     assert!(all_in(&s2, "completed"), "{s2:#}\n{}", log(&two));
     assert!(all_in(&s1, "completed"), "{s1:#}\n{}", log(&one));
 
@@ -199,6 +205,448 @@ fn two_nodes_equal_one_node_with_twice_the_accumulation() {
         "2 ranks vs 1: max relative loss diff {:.2e}, grad norm {:.2e}; max |param diff| {:.2e} (moved up to {moved:.2e})",
         worst.0, worst.1, worst.2
     );
+}
+
+#[test]
+fn plan_shows_micro_batches_per_rank_for_every_phase() {
+    let sb = Sandbox::new(false);
+    let repo = repo();
+    let model = repo.join("examples/models/tiny-llama");
+    let train = fs_err::read_to_string(repo.join("examples/data/quickstart/train.jsonl")).unwrap();
+    let long: Vec<&str> = train.lines().take(48).collect();
+    sb.write("long.jsonl", &(long.join("\n") + "\n"));
+    // Conversations of a few tokens: many share a micro-batch, so phase 2 needs fewer.
+    let short = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"ok\"}]}\n";
+    sb.write("short.jsonl", &short.repeat(48));
+    let head = |name: &str| {
+        format!(
+            "[sweep]\nname = \"{name}\"\n[model]\npath = \"{}\"\n",
+            model.display()
+        )
+    };
+    let train_keys = "batch_size = 8\nmicro_batch_size = 1\nmax_seq_len = 64\nmax_steps = 6\n";
+    let slurm = "[slurm]\nnodes = 2\nranks_per_node = 1\n";
+    sb.write(
+        "phased.toml",
+        &format!(
+            "{}[[data]]\nname = \"long\"\npath = \"long.jsonl\"\nphase = 1\n\
+             [[data]]\nname = \"short\"\npath = \"short.jsonl\"\nphase = 2\n\
+             [train]\nstrategy = \"phased\"\n{train_keys}{slurm}",
+            head("phased")
+        ),
+    );
+    for file in ["long", "short"] {
+        sb.write(
+            &format!("{file}.toml"),
+            &format!(
+                "{}[[data]]\nname = \"{file}\"\npath = \"{file}.jsonl\"\n[train]\n{train_keys}{slurm}",
+                head(file)
+            ),
+        );
+    }
+    let plan = |spec: &str| -> serde_json::Value {
+        serde_json::from_str(&sb.ok(&["plan", spec, "--json"])).unwrap()
+    };
+    let range = |v: &serde_json::Value| (v["min"].as_u64().unwrap(), v["max"].as_u64().unwrap());
+    let phased = plan("phased.toml");
+    let by_phase = phased["runs"][0]["micro_batches_per_rank_by_phase"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{phased:#}"));
+    assert_eq!(by_phase.len(), 2, "{phased:#}");
+    // Each phase packs its own data with a fresh sampler: its range is that of an unphased run
+    // on the same data.
+    let (long, short) = (plan("long.toml"), plan("short.toml"));
+    let one = |p: &serde_json::Value| range(&p["runs"][0]["micro_batches_per_rank"]);
+    assert_eq!(by_phase[0]["phase"], 1);
+    assert_eq!(by_phase[1]["phase"], 2);
+    assert_eq!(range(&by_phase[0]), one(&long), "{phased:#}\n{long:#}");
+    assert_eq!(range(&by_phase[1]), one(&short), "{phased:#}\n{short:#}");
+    assert!(one(&short).1 < one(&long).0, "{short:#}\n{long:#}");
+    // The whole run's range spans both.
+    assert_eq!(
+        range(&phased["runs"][0]["micro_batches_per_rank"]),
+        (one(&short).0, one(&long).1)
+    );
+    let show = |(a, b): (u64, u64)| match a == b {
+        true => a.to_string(),
+        false => format!("{a}-{b}"),
+    };
+    let table = sb.ok(&["plan", "phased.toml"]);
+    let cell = format!("{}/{}", show(one(&long)), show(one(&short)));
+    assert!(
+        table.contains(&format!(" {cell} ")),
+        "`{cell}` not in\n{table}"
+    );
+}
+
+/// The post-mortem on the real `srun`'s report (the launcher of GPU ranks, which cannot run here
+/// with NCCL): a 2-task step on n1 and n2 whose task 1 dies, then `sftctl-train post-mortem` on
+/// the captured stderr must name rank 1 on n2 and how it ended.
+#[test]
+fn the_post_mortem_reads_what_srun_reports() {
+    let Some(_lock) = lock_cluster() else { return };
+    let binary = mpi_binary();
+    // (task 1's end, expected sentence)
+    let cases = [
+        (
+            "kill -9 $$",
+            "rank 1 on n2 was killed by signal 9 (SIGKILL); srun ended the job",
+        ),
+        (
+            "echo \"rank 1: error: disk full\" >&2; exit 3",
+            "rank 1 on n2 exited with status 3: disk full; srun ended the job",
+        ),
+    ];
+    for (end, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let task = format!("if [ \"$SLURM_PROCID\" = 1 ]; then sleep 1; {end}; else sleep 60; fi");
+        let started = std::time::Instant::now();
+        let out = Command::new("srun")
+            .args([
+                "--nodes=2",
+                "--ntasks=2",
+                "--label",
+                "--kill-on-bad-exit=1",
+                "--time=2",
+                "bash",
+                "-c",
+            ])
+            .arg(&task)
+            .output()
+            .unwrap();
+        eprintln!(
+            "srun with task 1 ending by `{end}`: ended after {:.1} s ({})",
+            started.elapsed().as_secs_f64(),
+            out.status
+        );
+        assert!(!out.status.success());
+        let log = dir.path().join("job.log");
+        fs_err::write(&log, &out.stderr).unwrap();
+        let run = dir.path().join("run");
+        let pm = Command::new(&binary)
+            .arg("post-mortem")
+            .arg(&run)
+            .args(["--exit-status", &out.status.code().unwrap_or(1).to_string()])
+            .arg("--log")
+            .arg(&log)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&pm.stderr);
+        let srun_said = String::from_utf8_lossy(&out.stderr);
+        assert!(pm.status.success(), "{said}");
+        assert!(
+            said.contains(&format!("post-mortem: {want}")),
+            "{said}\nsrun said:\n{srun_said}"
+        );
+        let events = fs_err::read_to_string(run.join("events/rank-0.jsonl")).unwrap();
+        assert!(events.contains(want), "{events}");
+    }
+}
+
+/// All job logs of a run, concatenated.
+fn job_log(run: &Path) -> String {
+    fs_err::read_dir(run.join("logs"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| fs_err::read_to_string(e.path()).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Steps of the newest complete checkpoint of a run.
+fn complete_checkpoints(run: &Path) -> Vec<u64> {
+    let mut v: Vec<u64> = fs_err::read_dir(run.join("checkpoints"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("COMPLETE").is_file())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .strip_prefix("step-")?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
+/// Rank 1's node and pid from its heartbeat file (`<beat> <node> <pid> <collectives>`,
+/// collective/liveness.rs).
+fn rank_1(run: &Path) -> Option<(String, u32)> {
+    let dir = fs_err::read_dir(run.join("dist")).ok()?;
+    for e in dir.flatten() {
+        let text = fs_err::read_to_string(e.path().join("rank-1")).unwrap_or_default();
+        let w: Vec<&str> = text.split_whitespace().collect();
+        if let [_, node, pid, ..] = w[..] {
+            return Some((node.to_owned(), pid.parse().ok()?));
+        }
+    }
+    None
+}
+
+/// Stops one thread (argv[1], a tid; the main thread's tid is the pid) with
+/// `PTRACE_SEIZE` + `PTRACE_INTERRUPT`, which stop only that thread, prints `stopped`, and
+/// holds it until killed.
+const FREEZE_THREAD: &str = "
+import ctypes, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+tid = int(sys.argv[1])
+for request in (0x4206, 0x4207):
+    if libc.ptrace(request, tid, None, None) != 0:
+        sys.exit('ptrace %#x of %d: errno %d' % (request, tid, ctypes.get_errno()))
+print('stopped', flush=True)
+time.sleep(3600)
+";
+
+/// The newest step in metrics.jsonl (a line being written is skipped).
+fn last_step(run: &Path) -> Option<u64> {
+    let text = fs_err::read_to_string(run.join("metrics.jsonl")).ok()?;
+    text.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["step"].as_u64())
+}
+
+/// Submits `spec` (sweep `sweep`, 2 nodes), waits until rank 1 runs on `n2` and
+/// `ready(newest step, newest complete checkpoint)` holds, sends `signal` to rank 1, and waits
+/// for the run to fail. Returns the run directory, the seconds from the signal to the failed
+/// state, the newest complete checkpoint when the signal was sent, and the failed status.
+fn lose_rank_1(
+    sb: &Sandbox,
+    spec: &str,
+    sweep: &str,
+    signal: &str,
+    ready: impl Fn(u64, u64) -> bool,
+) -> (PathBuf, f64, u64, serde_json::Value) {
+    sb.ok(&["submit", spec]);
+    let running = sb
+        .wait_for(spec, T, |s| {
+            s["runs"][0]["step"].as_u64().is_some() || all_in(s, "failed") || all_in(s, "completed")
+        })
+        .unwrap();
+    let run = run_dir(sb, sweep, &running);
+    assert!(
+        !all_in(&running, "failed") && !all_in(&running, "completed"),
+        "{running:#}\n{}",
+        job_log(&run)
+    );
+    let started = std::time::Instant::now();
+    let (node, pid, ckpt) = loop {
+        let ckpt = complete_checkpoints(&run).last().copied();
+        if let (Some((node, pid)), Some(ckpt), Some(step)) = (rank_1(&run), ckpt, last_step(&run))
+            && ready(step, ckpt)
+        {
+            break (node, pid, ckpt);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60) && !run.join("result.json").exists(),
+            "no rank 1 heartbeat, checkpoint or step to stop at:\n{}",
+            job_log(&run)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(node, "n2", "rank 1 runs on the second node");
+    let sent = std::time::Instant::now();
+    // `FREEZE`: stop only rank 1's main thread (the one that trains and calls the
+    // collectives) with ptrace, so its heartbeat thread lives on: a rank hung outside the
+    // collectives. The tracer holds the stop until it is killed.
+    let tracer = if signal == "FREEZE" {
+        let mut child = Command::new("python3")
+            .args(["-c", FREEZE_THREAD, &pid.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "stopped", "ptrace of {pid}'s main thread");
+        Some(child)
+    } else {
+        let st = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{signal} {pid}");
+        None
+    };
+    let failed = sb.wait_for(spec, Duration::from_secs(90), |s| {
+        s["runs"][0]["state"].as_str().is_some_and(|st| {
+            st != "running" && st != "pending" && st != "completing" && st != "stalled"
+        })
+    });
+    let took = sent.elapsed().as_secs_f64();
+    // Never leave a stopped process behind.
+    if let Some(mut t) = tracer {
+        let _ = t.kill();
+        let _ = t.wait();
+    }
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let failed = failed.unwrap_or_else(|e| panic!("SIG{signal}: {e}\n{}", job_log(&run)));
+    assert!(
+        all_in(&failed, "failed"),
+        "SIG{signal}: {failed:#}\n{}",
+        job_log(&run)
+    );
+    (run, took, ckpt, failed)
+}
+
+#[test]
+fn a_killed_rank_fails_the_job_status_names_it_and_a_retry_resumes() {
+    let Some(_lock) = lock_cluster() else { return };
+    let (sb, bin) = sandbox();
+    // 24 steps, a checkpoint every 4; the signal comes when rank 0 has logged the step after a
+    // checkpoint (5, 9, ...): rank 1 dies in the next step at the latest, which rank 0 cannot
+    // finish, so the retry resumes from that checkpoint and trains at least one step again.
+    let steps = 24;
+    sb.write(
+        "kill.toml",
+        &spec_with(
+            "dp-kill",
+            2,
+            &bin,
+            &format!("epochs = 10\nmax_steps = {steps}\ncheckpoint_every = 4\n"),
+        ),
+    );
+    let (run, took, ckpt, failed) = lose_rank_1(&sb, "kill.toml", "dp-kill", "KILL", |s, c| {
+        s >= 5 && s % 4 == 1 && c == s - 1
+    });
+    eprintln!("SIGKILL of rank 1 on n2: run failed {took:.1} s later (checkpoint at step {ckpt})");
+    assert!(took < 60.0, "{took} s\n{}", job_log(&run));
+    let error = failed["runs"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("rank 1 on n2 was killed by signal 9 (SIGKILL); mpirun ended the job"),
+        "{failed:#}\n{}",
+        job_log(&run)
+    );
+    // The table shows it too.
+    let table = sb.ok(&["status", "kill.toml"]);
+    assert!(
+        table.contains("rank 1 on n2 was killed by signal 9"),
+        "{table}"
+    );
+
+    sb.ok(&["submit", "kill.toml", "--retry-failed"]);
+    let done = sb
+        .wait_for("kill.toml", T, |s| {
+            all_in(s, "completed") || all_in(s, "failed")
+        })
+        .unwrap();
+    assert!(all_in(&done, "completed"), "{done:#}\n{}", job_log(&run));
+    // The second attempt, again 2 ranks, resumed from the newest complete checkpoint at the
+    // signal (rank 0 could not reach the next one).
+    let attempts: Vec<serde_json::Value> = fs_err::read_to_string(run.join("attempts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[1]["world_size"], 2);
+    let from = attempts[1]["resumed_from_step"].as_u64().unwrap();
+    assert_eq!(
+        from, ckpt,
+        "resumed from {from}, not from the checkpoint before the signal"
+    );
+    // It loaded that (complete) checkpoint.
+    let log = job_log(&run);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("resumed") && l.contains(&format!("step={from} "))),
+        "{log}"
+    );
+    // metrics.jsonl: the first attempt's steps, then the second's, `from + 1..=steps`.
+    let m = metrics(&run);
+    let n2 = (steps - from) as usize;
+    assert!(m.len() >= n2, "{m:?}");
+    let (first, second) = m.split_at(m.len() - n2);
+    assert_eq!(
+        second.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (from + 1..=steps).collect::<Vec<_>>(),
+        "{m:?}"
+    );
+    assert!(first.iter().any(|r| r.0 == from), "{m:?}");
+    // Steps both attempts trained (after the checkpoint, before the signal) agree: the resume
+    // restored parameters, optimizer and data order.
+    let mut again = 0;
+    for (s1, l1, g1) in first.iter().filter(|r| r.0 > from) {
+        let (_, l2, g2) = second[(s1 - from - 1) as usize];
+        assert!(
+            (l1 - l2).abs() <= LOSS_RTOL * l1.abs(),
+            "step {s1}: loss {l1} vs {l2}"
+        );
+        assert!(
+            (g1 - g2).abs() <= GNORM_RTOL * g1.abs(),
+            "step {s1}: gnorm {g1} vs {g2}"
+        );
+        again += 1;
+    }
+    assert!(again >= 1, "no step trained twice: {m:?}");
+    let result: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(run.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["final_step"], steps, "{result:#}");
+    eprintln!(
+        "retry resumed from step {from} and finished step {steps}; {again} re-trained step(s) agree"
+    );
+}
+
+#[test]
+fn a_stopped_rank_fails_the_job_and_status_names_it() {
+    let Some(_lock) = lock_cluster() else { return };
+    let (sb, bin) = sandbox();
+    sb.write(
+        "stop.toml",
+        &spec_with(
+            "dp-stop",
+            2,
+            &bin,
+            "epochs = 100\nmax_steps = 400\ncheckpoint_every = 2\n",
+        ),
+    );
+    let (run, took, _, failed) = lose_rank_1(&sb, "stop.toml", "dp-stop", "STOP", |s, _| s >= 2);
+    eprintln!("SIGSTOP of rank 1 on n2: run failed {took:.1} s later");
+    assert!(took < 60.0, "{took} s\n{}", job_log(&run));
+    let error = failed["runs"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("rank 1 on n2 stopped answering: no heartbeat for 3"),
+        "{failed:#}\n{}",
+        job_log(&run)
+    );
+}
+
+#[test]
+fn a_rank_hung_outside_the_collectives_fails_the_job_and_status_names_it() {
+    let Some(_lock) = lock_cluster() else { return };
+    let (sb, bin) = sandbox();
+    let text = spec_with(
+        "dp-hang",
+        2,
+        &bin,
+        "epochs = 100\nmax_steps = 400\ncheckpoint_every = 2\n",
+    ) + "[env]\nvars = { SFTCTL_COLLECTIVE_TIMEOUT_S = \"10\" }\n";
+    sb.write("hang.toml", &text);
+    let (run, took, _, failed) = lose_rank_1(&sb, "hang.toml", "dp-hang", "FREEZE", |s, _| s >= 2);
+    eprintln!("rank 1's main thread frozen on n2: run failed {took:.1} s later");
+    assert!(took < 60.0, "{took} s\n{}", job_log(&run));
+    let error = failed["runs"][0]["error"].as_str().unwrap_or_default();
+    // Rank 1 stops between collectives (almost always: a step is mostly computation), and rank
+    // 0 names it; stopped inside one, both ranks wait in it and rank 0 can only say so.
+    let named =
+        error.starts_with("rank 1 on n2 hung: alive (heartbeats) but it never joined collective `");
+    let inside = error.starts_with("collective `") && error.contains("of rank 0 did not return");
+    assert!(
+        (named || inside) && error.contains("SFTCTL_COLLECTIVE_TIMEOUT_S"),
+        "{failed:#}\n{}",
+        job_log(&run)
+    );
+    eprintln!("status: {error}");
 }
 
 /// Every tensor of a safetensors file, by name, as f32.

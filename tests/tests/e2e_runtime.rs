@@ -508,3 +508,72 @@ fn preempted_local_run(expected: &FinalState) {
     assert!((5..STEPS).contains(&stopped), "resumed from step {stopped}");
     final_state(&dir, STEPS).assert_same(expected, "the uninterrupted run");
 }
+
+/// A job with a one-minute time limit stops by itself before the limit: rank 0 asked Slurm for
+/// the time left (`squeue -o %L`), and once one more step plus a checkpoint would not fit, the
+/// trainer checkpoints, records `preempted` with signal `deadline` and requeues its job, whose
+/// next attempt resumes from that checkpoint. The `--signal` lead (10 s here) is not what stops it.
+#[test]
+fn job_stops_itself_before_its_time_limit() {
+    let Some(_lock) = lock_cluster() else { return };
+    let (sb, spec) = quickstart("deadline", 100_000, 0, 2, false);
+    let text = fs_err::read_to_string(sb.path().join(&spec)).unwrap();
+    let text = text
+        .replacen(
+            "time = \"00:10:00\"",
+            "time = \"1\"\nsignal_seconds = 10",
+            1,
+        )
+        .replacen("epochs = 2", "epochs = 10000", 1);
+    assert!(text.contains("epochs = 10000"), "{text}");
+    assert!(text.contains("signal_seconds = 10"), "{text}");
+    sb.write(&spec, &text);
+    let out = sb.ok(&["submit", &spec]);
+    let job = out.split_whitespace().next().expect("job id").to_owned();
+    let dir = run_dir(&sb, "deadline");
+    let script = fs_err::read_to_string(dir.join("job.sh")).unwrap();
+    assert!(script.contains("--signal=B:USR1@10"), "{script}");
+    let start = Instant::now();
+    let events = dir.join("events/rank-0.jsonl");
+    let event = loop {
+        if let Some(e) = lines(&events)
+            .into_iter()
+            .find(|e| e["kind"] == "preempted")
+        {
+            break e;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no preempted event within 120 s:\n{}",
+            job_logs(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let took = start.elapsed();
+    assert_eq!(event["signal"], "deadline", "{event}\n{}", job_logs(&dir));
+    let step = event["step"].as_u64().unwrap();
+    assert!(step > 0, "{event}");
+    assert!(
+        dir.join(format!("checkpoints/step-{step}/COMPLETE"))
+            .is_file(),
+        "{}",
+        job_logs(&dir)
+    );
+    // Stopped with the margin to spare: well before the 60 s limit (and its 10 s warning).
+    assert!(took < Duration::from_secs(55), "stopped after {took:?}");
+    // The job requeued itself; start it now and see the next attempt resume from that step.
+    while attempts(&dir).len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "no second attempt:\n{}",
+            job_logs(&dir)
+        );
+        let _ = Command::new("scontrol")
+            .args(["update", &format!("jobid={job}"), "StartTime=now"])
+            .output();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(attempts(&dir)[1]["resumed_from_step"], step);
+    sb.ok(&["cancel", &spec]);
+    eprintln!("stopped itself at step {step} after {took:.1?}");
+}

@@ -3,7 +3,8 @@
 
 use crate::args::CancelArgs;
 use crate::cmd::{find_run, resolve_sweep};
-use crate::status::{RunState, collect, latest};
+use crate::status::{EvalState, RunState, collect, latest};
+use sftctl_ledger::evals::latest_eval_jobs;
 use sftctl_ledger::{Executor, LocalState, SweepDir, Timestamp, claim::hostname};
 use sftctl_slurm::{JobId, Slurm};
 use std::collections::BTreeMap;
@@ -46,6 +47,28 @@ pub fn run(a: &CancelArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        // Evaluation jobs that have not finished, whatever their run's state.
+        for s in &st {
+            let subs = sweep.run(&s.run_id).read_eval_submissions()?;
+            for e in s
+                .evals
+                .iter()
+                .filter(|e| !e.state.is_final() && e.state != EvalState::Unsubmitted)
+            {
+                let Some(sub) = latest_eval_jobs(&subs)
+                    .into_iter()
+                    .find(|x| x.eval == e.name)
+                else {
+                    continue;
+                };
+                match sub.executor {
+                    Executor::Slurm => slurm_jobs.push(sub.job_id.clone()),
+                    Executor::Local => {
+                        n_local += cancel_local(sweep, &s.run_id, &sub.job_id)?;
+                    }
+                }
+            }
+        }
     }
     let ids: Vec<JobId> = slurm_jobs.iter().filter_map(|j| j.parse().ok()).collect();
     slurm.scancel(&ids)?;
@@ -59,7 +82,7 @@ pub fn run(a: &CancelArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cancel_local(sweep: &SweepDir, run_id: &str, job_id: &str) -> anyhow::Result<usize> {
+pub fn cancel_local(sweep: &SweepDir, run_id: &str, job_id: &str) -> anyhow::Result<usize> {
     let dir = sweep.run(run_id);
     let Some(mut j) = dir.read_local_job(job_id)? else {
         return Ok(0);

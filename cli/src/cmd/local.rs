@@ -61,10 +61,14 @@ pub fn worker(a: &LocalWorkerArgs) -> anyhow::Result<()> {
     run_batch(&sweep, &a.batch, a.parallel)
 }
 
+/// `(entry index, run id, phase, evaluation)`.
+type Entry = (usize, String, u32, Option<String>);
+
 struct Slot {
-    /// Remaining (entry index, run id, phase) of this run, in phase order.
-    rest: VecDeque<(usize, String, u32)>,
-    current: Option<(usize, String, u32, Child)>,
+    /// Remaining entries of this run: its phases in order, then its evaluations.
+    rest: VecDeque<Entry>,
+    /// The running entry and its process.
+    current: Option<(Entry, Child)>,
 }
 
 fn update(
@@ -89,6 +93,7 @@ fn start(
     idx: usize,
     run_id: &str,
     phase: u32,
+    eval: Option<&str>,
 ) -> anyhow::Result<Option<Child>> {
     let job_id = format!("local-{token}-{idx}");
     let dir = sweep.run(run_id);
@@ -98,7 +103,14 @@ fn start(
     {
         return Ok(None);
     }
-    let log = dir.logs().join(format!("{job_id}.out"));
+    let log = match eval {
+        None => dir.logs().join(format!("{job_id}.out")),
+        Some(e) => dir.logs().join(format!("eval-{e}-{job_id}.out")),
+    };
+    let script = match eval {
+        None => dir.script(phase),
+        Some(e) => dir.eval_script(e),
+    };
     fs_err::create_dir_all(dir.logs())?;
     let out = fs_err::OpenOptions::new()
         .create(true)
@@ -106,7 +118,7 @@ fn start(
         .open(&log)?;
     #[allow(clippy::disallowed_methods)] // a long-running job, not a captured command
     let child = Command::new("bash")
-        .arg(dir.script(phase))
+        .arg(&script)
         .current_dir(dir.path())
         .env("SFTCTL_JOB_ID", &job_id)
         .env("SFTCTL_RUN_DIR", dir.path())
@@ -115,7 +127,7 @@ fn start(
         .stderr(out.into_parts().0)
         .process_group(0)
         .spawn()
-        .with_context(|| format!("starting `bash {}`", dir.script(phase).display()))?;
+        .with_context(|| format!("starting `bash {}`", script.display()))?;
     let pid = child.id();
     update(sweep, run_id, &job_id, |j| {
         j.state = LocalState::Running;
@@ -155,7 +167,7 @@ fn requeue(
         j.exit_code = Some(i32::from(REQUEUE_EXIT));
     })?;
     eprintln!("sftctl: {job_id}: exit {REQUEUE_EXIT}, requeue {n} of at most {MAX_REQUEUES}");
-    start(sweep, token, idx, run_id, phase)
+    start(sweep, token, idx, run_id, phase, None)
 }
 
 /// Runs every entry of a local batch; returns when all are done.
@@ -172,12 +184,13 @@ pub fn run_batch(sweep: &SweepDir, token: &str, parallel: usize) -> anyhow::Resu
             j.worker_pid = me;
             j.host = host.clone();
         })?;
+        let entry = (i, e.run_id.clone(), e.phase, e.eval.clone());
         match queue.back_mut() {
-            Some(s) if s.rest.back().is_some_and(|(_, r, _)| *r == e.run_id) => {
-                s.rest.push_back((i, e.run_id.clone(), e.phase))
+            Some(s) if s.rest.back().is_some_and(|(_, r, _, _)| *r == e.run_id) => {
+                s.rest.push_back(entry)
             }
             _ => queue.push_back(Slot {
-                rest: VecDeque::from([(i, e.run_id.clone(), e.phase)]),
+                rest: VecDeque::from([entry]),
                 current: None,
             }),
         }
@@ -193,18 +206,21 @@ pub fn run_batch(sweep: &SweepDir, token: &str, parallel: usize) -> anyhow::Resu
         }
         for slot in &mut running {
             if slot.current.is_none() {
-                while let Some((i, run, phase)) = slot.rest.pop_front() {
-                    if let Some(child) = start(sweep, token, i, &run, phase)? {
-                        slot.current = Some((i, run, phase, child));
+                while let Some((i, run, phase, eval)) = slot.rest.pop_front() {
+                    if let Some(child) = start(sweep, token, i, &run, phase, eval.as_deref())? {
+                        slot.current = Some(((i, run, phase, eval), child));
                         break;
                     }
                 }
                 continue;
             }
-            let (i, run, phase, child) = slot.current.as_mut().expect("checked");
+            let ((i, run, phase, eval), child) = slot.current.as_mut().expect("checked");
+            let is_eval = eval.is_some();
             if let Some(status) = child.try_wait()? {
                 let job_id = format!("local-{token}-{i}");
-                if status.code() == Some(i32::from(REQUEUE_EXIT))
+                // A trainer that stopped after a checkpoint asks to be started again.
+                if !is_eval
+                    && status.code() == Some(i32::from(REQUEUE_EXIT))
                     && let Some(again) = requeue(sweep, token, *i, run, *phase)?
                 {
                     *child = again;
@@ -222,9 +238,10 @@ pub fn run_batch(sweep: &SweepDir, token: &str, parallel: usize) -> anyhow::Resu
                     j.exit_code = status.code();
                     j.signal = status.signal().map(|s| s.to_string());
                 })?;
-                if !ok {
-                    // Later phases of a failed run do not start (as with `afterok`).
-                    for (k, r, _) in slot.rest.drain(..) {
+                if !ok && !is_eval {
+                    // Later phases and the evaluations of a failed run do not start (as with
+                    // `afterok`); a failed evaluation stops nothing.
+                    for (k, r, _, _) in slot.rest.drain(..) {
                         update(sweep, &r, &format!("local-{token}-{k}"), |j| {
                             j.state = LocalState::Cancelled
                         })?;

@@ -27,7 +27,31 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
         eprintln!("note: no micro-batches per rank: {e}");
     }
     let ranges = ranges.ok();
-    let range_of = |i: usize| ranges.as_ref().and_then(|r| r.get(i)).copied();
+    let phases_of = |i: usize| ranges.as_ref().and_then(|r| r.get(i));
+    let range_of = |i: usize| phases_of(i).and_then(|p| crate::ranks::overall(p));
+    let text_of = |m: &crate::ranks::MicroBatchRange| {
+        if m.min == m.max {
+            m.min.to_string()
+        } else {
+            format!("{}-{}", m.min, m.max)
+        }
+    };
+    // A phased run shows one range per phase, in phase order: `3-4/6-7`.
+    let mb_of = |i: usize| {
+        phases_of(i).map_or("?".to_string(), |p| {
+            p.iter()
+                .map(|(_, m)| text_of(m))
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+    };
+    let mb_width = plan
+        .runs
+        .iter()
+        .map(|r| mb_of(r.index).len())
+        .max()
+        .unwrap_or(0)
+        .max(9);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.json {
         let runs: Vec<serde_json::Value> = plan
@@ -42,6 +66,9 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
                     "micro_batches_per_rank": range_of(r.index).map(|m| serde_json::json!({
                         "min": m.min, "max": m.max, "steps": m.steps, "sampled": m.sampled,
                     })),
+                    "micro_batches_per_rank_by_phase": phases_of(r.index).map(|p| p.iter().map(|(phase, m)| serde_json::json!({
+                        "phase": phase, "min": m.min, "max": m.max, "steps": m.steps, "sampled": m.sampled,
+                    })).collect::<Vec<_>>()),
                     "memory_per_gpu": mem_of(r.index).map(|e| serde_json::json!({
                         "total_bytes": e.total(), "params": e.params, "weights": e.weights,
                         "gradients": e.gradients, "optimizer": e.optimizer,
@@ -55,6 +82,13 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
             "sweep": plan.spec.name, "ledger": plan.ledger.root(), "runs": runs,
             "resources": {"nodes": s.nodes, "gpus_per_node": s.gpus_per_node, "ranks_per_node": s.ranks_per_node, "world_size": s.nodes * s.ranks_per_node, "cpus_per_task": s.cpus_per_task, "time": s.time},
             "total_gpu_hours": total,
+            "evals": plan.spec.evals.iter().map(|e| {
+                let mut v = serde_json::to_value(&e.spec).unwrap_or_default();
+                if e.spec.placement == sftctl_ledger::evals::EvalPlacement::EvalJob {
+                    v["job"] = serde_json::json!({"gpus_per_node": e.slurm.gpus_per_node, "cpus_per_task": e.slurm.cpus_per_task, "time": e.slurm.time, "partition": e.slurm.partition});
+                }
+                v
+            }).collect::<Vec<_>>(),
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
@@ -69,7 +103,7 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
             write!(out, " {k:>12}")?;
         }
         // GPU-H stays the last column (scripts read it); MEM/GPU goes before it.
-        write!(out, " {:>7} {:>9}", "RANKS", "MB/RANK")?;
+        write!(out, " {:>7} {:>mb_width$}", "RANKS", "MB/RANK")?;
         write!(out, " {:>11}", "MEM/GPU")?;
         writeln!(out, " {:>9}", "GPU-H")?;
         for r in &plan.runs {
@@ -85,14 +119,8 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
                 let flag = if e.total() > limit { "!" } else { "" };
                 format!("{}{flag}", sftctl_memory::gib(e.total()))
             });
-            let mb = range_of(r.index).map_or("?".to_string(), |m| {
-                if m.min == m.max {
-                    m.min.to_string()
-                } else {
-                    format!("{}-{}", m.min, m.max)
-                }
-            });
-            write!(out, " {world:>7} {mb:>9}")?;
+            let mb = mb_of(r.index);
+            write!(out, " {world:>7} {mb:>mb_width$}")?;
             write!(out, " {mem:>11}")?;
             writeln!(out, " {:>9.2}", plan.gpu_hours(r))?;
         }
@@ -109,6 +137,31 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
             plan.phases(),
             total
         );
+        for e in &plan.spec.evals {
+            let what = match &e.spec.kind {
+                sftctl_ledger::evals::EvalKind::Mmlu { data, .. } => format!("mmlu on `{data}`"),
+                sftctl_ledger::evals::EvalKind::Command { command, .. } => {
+                    format!("`{}`", command.join(" "))
+                }
+            };
+            let checkpoints = match e.spec.checkpoints {
+                sftctl_ledger::evals::EvalCheckpoints::All => "every checkpoint",
+                sftctl_ledger::evals::EvalCheckpoints::Final => "the final checkpoint",
+            };
+            let place = match e.spec.placement {
+                sftctl_ledger::evals::EvalPlacement::TrainingJob => {
+                    "inside the training job".to_owned()
+                }
+                sftctl_ledger::evals::EvalPlacement::EvalJob => format!(
+                    "as its own job per run ({} GPU(s), {} CPU(s), time {})",
+                    e.slurm.gpus_per_node, e.slurm.cpus_per_task, e.slurm.time
+                ),
+            };
+            eprintln!(
+                "evaluation `{}`: {what} on {checkpoints}, {place}",
+                e.spec.name
+            );
+        }
         let over: Vec<&str> = plan
             .runs
             .iter()
@@ -125,7 +178,16 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<()> {
                 sftctl_memory::gib(e.logits)
             );
         }
-        if ranges.as_ref().is_some_and(|r| r.iter().any(|m| m.sampled)) {
+        if plan.runs.iter().any(|r| r.scripts.len() > 1) && ranges.is_some() {
+            eprintln!(
+                "MB/RANK of a phased run: one range per phase, in phase order (phases {:?})",
+                plan.phases()
+            );
+        }
+        if ranges
+            .as_ref()
+            .is_some_and(|r| r.iter().flatten().any(|(_, m)| m.sampled))
+        {
             eprintln!(
                 "micro-batches per rank (MB/RANK) from the first {} MiB of each larger data file",
                 crate::ranks::SAMPLE_BYTES >> 20

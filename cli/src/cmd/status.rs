@@ -2,7 +2,7 @@
 
 use crate::args::StatusArgs;
 use crate::cmd::{SweepRef, resolve_sweep, stale_from_spec};
-use crate::status::{RunState, RunStatus, collect, reconcile};
+use crate::status::{EvalState, EvalStatus, RunState, RunStatus, collect, reconcile};
 use crate::user_err;
 use sftctl_ledger::{Claim, Ledger};
 use sftctl_slurm::Slurm;
@@ -21,6 +21,22 @@ fn fmt_eta(s: Option<f64>) -> String {
         Some(s) if s >= 60.0 => format!("{:.0}m", s / 60.0),
         Some(s) => format!("{s:.0}s"),
     }
+}
+
+/// The evaluation jobs of a run in a few characters: `-`, `2 done`, `1 done,1 failed`.
+fn eval_summary(evals: &[EvalStatus]) -> String {
+    if evals.is_empty() {
+        return "-".into();
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in evals {
+        *counts.entry(e.state.as_str()).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Statuses of one sweep; reconciles leftover intents when no submit holds the sweep.
@@ -66,9 +82,12 @@ pub fn run(a: &StatusArgs) -> anyhow::Result<()> {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         for sw in &sweeps {
             let (st, no_acct) = sweep_status(sw, &slurm)?;
-            all_final &= st
-                .iter()
-                .all(|s| s.state.is_final() || s.state == RunState::Unsubmitted);
+            all_final &= st.iter().all(|s| {
+                (s.state.is_final() || s.state == RunState::Unsubmitted)
+                    && s.evals
+                        .iter()
+                        .all(|e| e.state.is_final() || e.state == EvalState::Unsubmitted)
+            });
             let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
             for s in &st {
                 *counts.entry(s.state.as_str()).or_default() += 1;
@@ -92,8 +111,8 @@ pub fn run(a: &StatusArgs) -> anyhow::Result<()> {
             )?;
             writeln!(
                 out,
-                "{:<12} {:<24} {:<11} {:<14} {:>15} {:>8} {:>7} {:>9} {:>6}  REASON",
-                "RUN", "NAME", "STATE", "JOB", "SAMPLES", "LOSS", "GNORM", "TOK/S", "ETA"
+                "{:<12} {:<24} {:<11} {:<14} {:>15} {:>8} {:>7} {:>9} {:>6}  {:<14} REASON",
+                "RUN", "NAME", "STATE", "JOB", "SAMPLES", "LOSS", "GNORM", "TOK/S", "ETA", "EVALS"
             )?;
             for s in &st {
                 let progress = match (s.samples_seen, s.total_samples) {
@@ -101,11 +120,27 @@ pub fn run(a: &StatusArgs) -> anyhow::Result<()> {
                     (Some(a), None) => a.to_string(),
                     _ => "-".into(),
                 };
-                let reason = s
-                    .reason
-                    .clone()
-                    .or_else(|| s.error.clone())
-                    .unwrap_or_default();
+                let failed_evals: Vec<String> = s
+                    .evals
+                    .iter()
+                    .filter(|e| e.state == EvalState::Failed)
+                    .map(|e| {
+                        format!(
+                            "evaluation `{}` failed (job {})",
+                            e.name,
+                            e.job_id.as_deref().unwrap_or("-")
+                        )
+                    })
+                    .collect();
+                // A finished run's reason is its failed evaluations, if any.
+                let reason = if s.state.is_final() && !failed_evals.is_empty() {
+                    failed_evals.join("; ")
+                } else {
+                    s.reason
+                        .clone()
+                        .or_else(|| s.error.clone())
+                        .unwrap_or_default()
+                };
                 let slurm_note = match (&s.slurm_state, s.state) {
                     (Some(raw), RunState::Cancelled) if raw.contains(" by ") => format!(" [{raw}]"),
                     _ => String::new(),
@@ -116,7 +151,7 @@ pub fn run(a: &StatusArgs) -> anyhow::Result<()> {
                 }
                 writeln!(
                     out,
-                    "{:<12} {:<24} {:<11} {:<14} {:>15} {:>8} {:>7} {:>9} {:>6}  {reason}{slurm_note}",
+                    "{:<12} {:<24} {:<11} {:<14} {:>15} {:>8} {:>7} {:>9} {:>6}  {:<14} {reason}{slurm_note}",
                     s.run_id,
                     name,
                     s.state.as_str(),
@@ -126,6 +161,7 @@ pub fn run(a: &StatusArgs) -> anyhow::Result<()> {
                     s.grad_norm.map_or("-".into(), |g| format!("{g:.3}")),
                     s.tokens_per_s.map_or("-".into(), |t| format!("{t:.0}")),
                     fmt_eta(s.eta_s),
+                    eval_summary(&s.evals),
                 )?;
             }
             if no_acct {

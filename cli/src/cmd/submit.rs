@@ -8,9 +8,10 @@ use crate::args::{ExecutorArg, SubmitArgs};
 use crate::plan::{Plan, VERSION, build};
 use crate::quote::shell_quote;
 use crate::spec::Spec;
-use crate::status::{batch_job_name, collect, reconcile, record_submitted};
+use crate::status::{RunState, batch_job_name, collect, latest, reconcile, record_submitted};
 use crate::{UserError, user_err};
 use anyhow::Context;
+use sftctl_ledger::evals::{EvalPlacement, EvalSubmission, eval_script_name, latest_eval_jobs};
 use sftctl_ledger::{
     Batch, BatchEntry, BatchState, Claim, Executor, Ledger, LocalJob, LocalState, PhaseInfo,
     Resources, RunRecord, Submission, SweepDir, SweepRecord, Timestamp, claim::hostname,
@@ -130,6 +131,60 @@ pub fn run(a: &SubmitArgs) -> anyhow::Result<()> {
         .collect();
     let skipped = plan.runs.len() - todo.len();
 
+    // Evaluation jobs of runs not (re)submitted for training: never submitted (a new `[[eval]]`,
+    // or a submit killed between the training and the evaluation sbatch), or failed with
+    // `--retry-failed`. A run whose training failed gets its evaluations with its retry.
+    let names = eval_jobs(&plan);
+    let mut eval_todo: Vec<EvalTodo> = Vec::new();
+    // Live evaluation jobs of runs whose training is resubmitted: they wait for the failed job
+    // (`DependencyNeverSatisfied`) and are replaced.
+    let mut stale: Vec<(String, EvalSubmission)> = Vec::new();
+    for (i, st) in statuses.iter().enumerate() {
+        let run = sweep.run(&st.run_id);
+        if todo.contains(&i) {
+            let subs = run.read_eval_submissions()?;
+            for e in st
+                .evals
+                .iter()
+                .filter(|e| !e.state.is_final() && e.state != crate::status::EvalState::Unsubmitted)
+            {
+                if let Some(sub) = latest_eval_jobs(&subs)
+                    .into_iter()
+                    .find(|s| s.eval == e.name)
+                {
+                    stale.push((st.run_id.clone(), sub.clone()));
+                }
+            }
+            continue;
+        }
+        for name in &names {
+            let state = st
+                .evals
+                .iter()
+                .find(|e| e.name == *name)
+                .map_or(crate::status::EvalState::Unsubmitted, |e| e.state);
+            let go = state == crate::status::EvalState::Unsubmitted
+                || (a.retry_failed && state.is_retryable());
+            if !go {
+                continue;
+            }
+            let after = match st.state {
+                RunState::Completed => None,
+                s if s.is_final() || s == RunState::Unsubmitted => continue,
+                _ if executor == Executor::Local => continue,
+                _ => match latest(&run.read_submissions()?).last() {
+                    Some(sub) => Some(sub.job_id.clone()),
+                    None => continue,
+                },
+            };
+            eval_todo.push(EvalTodo {
+                run: i,
+                eval: name.clone(),
+                after,
+            });
+        }
+    }
+
     // Ledger records: the sweep, the spec text, the runtime copy, each run to submit.
     let mut record = sweep.read_sweep()?.unwrap_or_else(|| SweepRecord {
         format_version: sftctl_ledger::FORMAT_VERSION,
@@ -142,7 +197,7 @@ pub fn run(a: &SubmitArgs) -> anyhow::Result<()> {
         runs: Vec::new(),
     });
     if let Some((src, _)) = &binary
-        && !todo.is_empty()
+        && !(todo.is_empty() && eval_todo.is_empty())
     {
         let rb = sweep.store_runtime(src)?;
         if !record.runtimes.iter().any(|r| r.sha256 == rb.sha256) {
@@ -192,21 +247,57 @@ pub fn run(a: &SubmitArgs) -> anyhow::Result<()> {
         for (phase, text) in &r.scripts {
             dir.write_script(*phase, text)?;
         }
+        for (eval, text) in &r.eval_scripts {
+            dir.write_eval_script(eval, text)?;
+        }
     }
+    // Runs submitted before take the spec's evaluations as they are now: the trainer keeps
+    // weights for them and the evaluation jobs read them from `config.json`.
+    for (i, r) in plan.runs.iter().enumerate() {
+        if todo.contains(&i) {
+            continue;
+        }
+        let dir = sweep.run(&r.id);
+        let Some(mut config) =
+            sftctl_ledger::io::read_json::<serde_json::Value>(&dir.config_json())?
+        else {
+            continue;
+        };
+        let none = serde_json::json!([]);
+        if config.get("evals").unwrap_or(&none) != &r.config["evals"] {
+            config["evals"] = r.config["evals"].clone();
+            dir.write_config(&config)?;
+        }
+        if eval_todo.iter().any(|t| t.run == i) {
+            for (eval, text) in &r.eval_scripts {
+                dir.write_eval_script(eval, text)?;
+            }
+        }
+    }
+    cancel_stale(&sweep, &slurm, &stale)?;
 
     let mut lines = Vec::new();
     // Jobs submitted before a refusal are printed too, then the refusal is reported.
-    let outcome = match (todo.is_empty(), executor) {
+    let outcome = match (todo.is_empty() && eval_todo.is_empty(), executor) {
         (true, _) => Ok(()),
-        (false, Executor::Slurm) => submit_slurm(&plan, &sweep, &slurm, &todo, &mut lines),
-        (false, Executor::Local) => submit_local(&plan, &sweep, &todo, a.wait, &mut lines),
+        (false, Executor::Slurm) => {
+            submit_slurm(&plan, &sweep, &slurm, &todo, &eval_todo, &mut lines)
+        }
+        (false, Executor::Local) => {
+            submit_local(&plan, &sweep, &todo, &eval_todo, a.wait, &mut lines)
+        }
     };
     drop(_claim);
     let mut out = std::io::stdout().lock();
     if a.json {
         let runs: Vec<_> = lines
             .iter()
-            .map(|(job, id, name)| serde_json::json!({"job_id": job, "run_id": id, "name": name}))
+            .map(|(job, id, name, eval)| match eval {
+                None => serde_json::json!({"job_id": job, "run_id": id, "name": name}),
+                Some(e) => {
+                    serde_json::json!({"job_id": job, "run_id": id, "name": name, "eval": e})
+                }
+            })
             .collect();
         serde_json::to_writer_pretty(
             &mut out,
@@ -214,8 +305,11 @@ pub fn run(a: &SubmitArgs) -> anyhow::Result<()> {
         )?;
         writeln!(out)?;
     } else {
-        for (job, id, name) in &lines {
-            writeln!(out, "{job}\t{id}\t{name}")?;
+        for (job, id, name, eval) in &lines {
+            match eval {
+                None => writeln!(out, "{job}\t{id}\t{name}")?,
+                Some(e) => writeln!(out, "{job}\t{id}\t{name}\teval:{e}")?,
+            }
         }
     }
     outcome?;
@@ -240,6 +334,41 @@ pub fn run(a: &SubmitArgs) -> anyhow::Result<()> {
                 "{bad} run(s) did not complete; see `sftctl status`"
             ));
         }
+        let bad_evals = st
+            .iter()
+            .flat_map(|s| &s.evals)
+            .filter(|e| e.state != crate::status::EvalState::Done)
+            .count();
+        if bad_evals > 0 {
+            return user_err(format!(
+                "{bad_evals} evaluation job(s) did not finish; see `sftctl status`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Cancels evaluation jobs that wait for a training job being replaced.
+fn cancel_stale(
+    sweep: &SweepDir,
+    slurm: &Slurm,
+    stale: &[(String, EvalSubmission)],
+) -> anyhow::Result<()> {
+    let mut ids = Vec::new();
+    for (run, sub) in stale {
+        match sub.executor {
+            Executor::Slurm => ids.extend(sub.job_id.parse::<sftctl_slurm::JobId>().ok()),
+            Executor::Local => {
+                crate::cmd::cancel::cancel_local(sweep, run, &sub.job_id)?;
+            }
+        }
+    }
+    if !ids.is_empty() {
+        slurm.scancel(&ids)?;
+        eprintln!(
+            "sftctl: cancelled {} evaluation job(s) waiting for the failed training job(s)",
+            ids.len()
+        );
     }
     Ok(())
 }
@@ -250,16 +379,22 @@ fn test_only(plan: &Plan, slurm: &Slurm) -> anyhow::Result<()> {
     let Some(r) = plan.runs.first() else {
         return Ok(());
     };
-    let (_, text) = &r.scripts[0];
-    let tmp = tempfile::Builder::new()
-        .prefix("sftctl-test-only")
-        .suffix(".sh")
-        .tempfile()?;
-    fs_err::write(tmp.path(), text)?;
-    let dir = std::env::temp_dir();
-    slurm
-        .sbatch_test_only(&["--output=/dev/null".into()], tmp.path(), &dir)
-        .map_err(|e| UserError(format!("Slurm refuses the sweep's jobs: {e}")))?;
+    let scripts = std::iter::once(("the sweep's jobs".to_owned(), &r.scripts[0].1)).chain(
+        r.eval_scripts
+            .iter()
+            .map(|(e, t)| (format!("the jobs of evaluation `{e}`"), t)),
+    );
+    for (what, text) in scripts {
+        let tmp = tempfile::Builder::new()
+            .prefix("sftctl-test-only")
+            .suffix(".sh")
+            .tempfile()?;
+        fs_err::write(tmp.path(), text)?;
+        let dir = std::env::temp_dir();
+        slurm
+            .sbatch_test_only(&["--output=/dev/null".into()], tmp.path(), &dir)
+            .map_err(|e| UserError(format!("Slurm refuses {what}: {e}")))?;
+    }
     Ok(())
 }
 
@@ -274,12 +409,165 @@ fn sbatch_lines(script: &str) -> String {
         .collect()
 }
 
+/// A line of submit's output: job id, run id, run name, and the evaluation for an eval job.
+pub type Line = (String, String, String, Option<String>);
+
+/// An evaluation job to submit for a run whose training is not (re)submitted now.
+#[derive(Debug, Clone)]
+pub struct EvalTodo {
+    /// Index into the plan's runs.
+    pub run: usize,
+    pub eval: String,
+    /// The unfinished training job it waits for (`afterok`); `None` once training is done.
+    pub after: Option<String>,
+}
+
+/// One `sbatch` call to make: the entries (index i = array task i), what it waits for, the
+/// script's file name in each run directory and the stem of its log file.
+struct BatchPlan {
+    entries: Vec<BatchEntry>,
+    /// `(job, array)`: `afterok:<job>`, or `aftercorr:<job>` when both are arrays.
+    after: Option<(String, bool)>,
+    script_name: String,
+    log_stem: String,
+}
+
+fn planned<'a>(plan: &'a Plan, run_id: &str) -> &'a crate::plan::PlannedRun {
+    plan.runs
+        .iter()
+        .find(|r| r.id == run_id)
+        .expect("planned run")
+}
+
+/// Writes the intent, calls sbatch, records the outcome; returns `(job, array)`.
+fn submit_batch(
+    plan: &Plan,
+    sweep: &SweepDir,
+    slurm: &Slurm,
+    bp: BatchPlan,
+    lines: &mut Vec<Line>,
+) -> anyhow::Result<(String, bool)> {
+    let s = &plan.spec.slurm;
+    let array = bp.entries.len() > 1;
+    let token = new_token();
+    let name = batch_job_name(sweep.name(), &token);
+    let mut argv = vec![format!("--job-name={name}")];
+    if let Some((j, arr)) = &bp.after {
+        argv.push(format!(
+            "--dependency={}:{j}",
+            if *arr && array {
+                "aftercorr"
+            } else {
+                "afterok"
+            }
+        ));
+    }
+    let mut b = Batch {
+        format_version: sftctl_ledger::FORMAT_VERSION,
+        token: token.clone(),
+        executor: Executor::Slurm,
+        created_at: Timestamp::now(),
+        entries: bp.entries,
+        state: BatchState::Intent,
+        job_id: None,
+        depends_on: bp.after.iter().map(|(j, _)| j.clone()).collect(),
+        argv: Vec::new(),
+    };
+    let script = if array {
+        let links = sweep.batch_links(&token);
+        let throttle = if s.array_throttle > 0 {
+            format!("%{}", s.array_throttle)
+        } else {
+            String::new()
+        };
+        argv.push(format!("--array=0-{}{throttle}", b.entries.len() - 1));
+        argv.push(format!(
+            "--output={}/%a/logs/{}-%A_%a.out",
+            links.display(),
+            bp.log_stem
+        ));
+        let first_run = planned(plan, &b.entries[0].run_id);
+        let first = match &b.entries[0].eval {
+            Some(e) => first_run.eval_scripts.iter().find(|(n, _)| n == e),
+            None => None,
+        }
+        .map(|(_, t)| t)
+        .or_else(|| {
+            first_run
+                .scripts
+                .iter()
+                .find(|(p, _)| *p == b.entries[0].phase)
+                .map(|(_, t)| t)
+        })
+        .expect("the batch's script");
+        let wrapper = format!(
+            "#!/bin/bash\n# Array batch {token} of sweep {}: task i runs the script of run i.\n{}exec bash {}/\"$SLURM_ARRAY_TASK_ID\"/{}\n",
+            sweep.name(),
+            sbatch_lines(first),
+            shell_quote(&links.to_string_lossy()),
+            bp.script_name
+        );
+        let path = sweep.path().join("batches").join(format!("{token}.sh"));
+        b.argv = argv.clone();
+        sweep.write_batch(&b)?;
+        sweep.link_batch(&b)?;
+        sftctl_ledger::io::write_atomic(&path, wrapper.as_bytes())?;
+        path
+    } else {
+        let run = sweep.run(&b.entries[0].run_id);
+        argv.push(format!(
+            "--output={}/logs/{}-%j.out",
+            run.path().display(),
+            bp.log_stem
+        ));
+        b.argv = argv.clone();
+        sweep.write_batch(&b)?;
+        run.path().join(&bp.script_name)
+    };
+    match slurm.sbatch(&argv, &script, sweep.path()) {
+        Ok(job) => {
+            record_submitted(sweep, &mut b, job.job, array)?;
+            for (i, e) in b.entries.iter().enumerate() {
+                let jid = if array {
+                    format!("{}_{i}", job.job)
+                } else {
+                    job.job.to_string()
+                };
+                let r = planned(plan, &e.run_id);
+                lines.push((jid, e.run_id.clone(), r.name.clone(), e.eval.clone()));
+            }
+            Ok((job.job.to_string(), array))
+        }
+        Err(e) => {
+            b.state = BatchState::Void;
+            sweep.write_batch(&b)?;
+            Err(UserError(format!(
+                "Slurm refused batch {token} ({} run(s)); {} run(s) submitted before it are recorded: {e}",
+                b.entries.len(),
+                lines.len()
+            ))
+            .into())
+        }
+    }
+}
+
+/// The evaluations that run as their own job.
+fn eval_jobs(plan: &Plan) -> Vec<String> {
+    plan.spec
+        .evals
+        .iter()
+        .filter(|e| e.spec.placement == EvalPlacement::EvalJob)
+        .map(|e| e.spec.name.clone())
+        .collect()
+}
+
 fn submit_slurm(
     plan: &Plan,
     sweep: &SweepDir,
     slurm: &Slurm,
     todo: &[usize],
-    lines: &mut Vec<(String, String, String)>,
+    evals: &[EvalTodo],
+    lines: &mut Vec<Line>,
 ) -> anyhow::Result<()> {
     // Runs with the same phases (a grid may vary `strategy`) are batched together.
     let mut groups: std::collections::BTreeMap<Vec<u32>, Vec<usize>> = Default::default();
@@ -289,7 +577,60 @@ fn submit_slurm(
     for (phases, members) in &groups {
         submit_group(plan, sweep, slurm, phases, members, lines)?;
     }
+    // Evaluation jobs of runs whose training was submitted before: those whose training is
+    // done go together (an array per evaluation), those still waiting one by one (each after
+    // its own training job).
+    let mut ready: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for t in evals {
+        match &t.after {
+            None => ready.entry(t.eval.as_str()).or_default().push(t.run),
+            Some(job) => {
+                let r = &plan.runs[t.run];
+                submit_batch(
+                    plan,
+                    sweep,
+                    slurm,
+                    BatchPlan {
+                        entries: vec![eval_entry(r, &t.eval)],
+                        after: Some((job.clone(), false)),
+                        script_name: eval_script_name(&t.eval),
+                        log_stem: format!("eval-{}", t.eval),
+                    },
+                    lines,
+                )?;
+            }
+        }
+    }
+    let s = &plan.spec.slurm;
+    for (eval, runs) in ready {
+        for chunk in runs.chunks(if s.array { MAX_ARRAY } else { 1 }) {
+            submit_batch(
+                plan,
+                sweep,
+                slurm,
+                BatchPlan {
+                    entries: chunk
+                        .iter()
+                        .map(|&i| eval_entry(&plan.runs[i], eval))
+                        .collect(),
+                    after: None,
+                    script_name: eval_script_name(eval),
+                    log_stem: format!("eval-{eval}"),
+                },
+                lines,
+            )?;
+        }
+    }
     Ok(())
+}
+
+/// The batch entry of evaluation `eval` of run `r` (after its last phase).
+fn eval_entry(r: &crate::plan::PlannedRun, eval: &str) -> BatchEntry {
+    BatchEntry {
+        run_id: r.id.clone(),
+        phase: r.phases().last().copied().unwrap_or(0),
+        eval: Some(eval.to_owned()),
+    }
 }
 
 fn submit_group(
@@ -298,112 +639,41 @@ fn submit_group(
     slurm: &Slurm,
     phases: &[u32],
     todo: &[usize],
-    lines: &mut Vec<(String, String, String)>,
+    lines: &mut Vec<Line>,
 ) -> anyhow::Result<()> {
     let s = &plan.spec.slurm;
     for chunk in todo.chunks(if s.array { MAX_ARRAY } else { 1 }) {
         // Phase k+1 of a chunk waits for phase k: `afterok` for a single job, `aftercorr`
-        // (task i after task i) for an array.
+        // (task i after task i) for an array. The evaluation jobs wait for the last phase the
+        // same way.
         let mut prev: Option<(String, bool)> = None;
         for &phase in phases {
-            let array = chunk.len() > 1;
-            let token = crate::cmd::submit::new_token();
-            let name = batch_job_name(sweep.name(), &token);
-            let depends_on: Vec<String> = prev.iter().map(|(j, _)| j.clone()).collect();
-            let mut argv = vec![format!("--job-name={name}")];
-            if let Some((j, arr)) = &prev {
-                argv.push(format!(
-                    "--dependency={}:{j}",
-                    if *arr { "aftercorr" } else { "afterok" }
-                ));
-            }
-            let mut b = Batch {
-                format_version: sftctl_ledger::FORMAT_VERSION,
-                token: token.clone(),
-                executor: Executor::Slurm,
-                created_at: Timestamp::now(),
+            let bp = BatchPlan {
                 entries: chunk
                     .iter()
                     .map(|&i| BatchEntry {
                         run_id: plan.runs[i].id.clone(),
                         phase,
+                        eval: None,
                     })
                     .collect(),
-                state: BatchState::Intent,
-                job_id: None,
-                depends_on,
-                argv: Vec::new(),
+                after: prev.take(),
+                script_name: script_name(phase),
+                log_stem: "slurm".into(),
             };
-            let script = if array {
-                let links = sweep.batch_links(&token);
-                let throttle = if s.array_throttle > 0 {
-                    format!("%{}", s.array_throttle)
-                } else {
-                    String::new()
-                };
-                argv.push(format!("--array=0-{}{throttle}", chunk.len() - 1));
-                argv.push(format!(
-                    "--output={}/%a/logs/slurm-%A_%a.out",
-                    links.display()
-                ));
-                let first = &plan.runs[chunk[0]]
-                    .scripts
+            prev = Some(submit_batch(plan, sweep, slurm, bp, lines)?);
+        }
+        for eval in eval_jobs(plan) {
+            let bp = BatchPlan {
+                entries: chunk
                     .iter()
-                    .find(|(p, _)| *p == phase)
-                    .expect("phase script")
-                    .1;
-                let wrapper = format!(
-                    "#!/bin/bash\n# Array batch {token} of sweep {}: task i runs the script of run i.\n{}exec bash {}/\"$SLURM_ARRAY_TASK_ID\"/{}\n",
-                    sweep.name(),
-                    sbatch_lines(first),
-                    shell_quote(&links.to_string_lossy()),
-                    script_name(phase)
-                );
-                let path = sweep.path().join("batches").join(format!("{token}.sh"));
-                b.argv = argv.clone();
-                sweep.write_batch(&b)?;
-                sweep.link_batch(&b)?;
-                sftctl_ledger::io::write_atomic(&path, wrapper.as_bytes())?;
-                path
-            } else {
-                let run = sweep.run(&b.entries[0].run_id);
-                argv.push(format!(
-                    "--output={}/logs/slurm-%j.out",
-                    run.path().display()
-                ));
-                b.argv = argv.clone();
-                sweep.write_batch(&b)?;
-                run.script(phase)
+                    .map(|&i| eval_entry(&plan.runs[i], &eval))
+                    .collect(),
+                after: prev.clone(),
+                script_name: eval_script_name(&eval),
+                log_stem: format!("eval-{eval}"),
             };
-            match slurm.sbatch(&argv, &script, sweep.path()) {
-                Ok(job) => {
-                    record_submitted(sweep, &mut b, job.job, array)?;
-                    for (i, e) in b.entries.iter().enumerate() {
-                        let jid = if array {
-                            format!("{}_{i}", job.job)
-                        } else {
-                            job.job.to_string()
-                        };
-                        let r = plan
-                            .runs
-                            .iter()
-                            .find(|r| r.id == e.run_id)
-                            .expect("planned run");
-                        lines.push((jid, e.run_id.clone(), r.name.clone()));
-                    }
-                    prev = Some((job.job.to_string(), array));
-                }
-                Err(e) => {
-                    b.state = BatchState::Void;
-                    sweep.write_batch(&b)?;
-                    return Err(UserError(format!(
-                        "Slurm refused batch {token} ({} run(s)); {} run(s) submitted before it are recorded: {e}",
-                        b.entries.len(),
-                        lines.len()
-                    ))
-                    .into());
-                }
-            }
+            submit_batch(plan, sweep, slurm, bp, lines)?;
         }
     }
     Ok(())
@@ -413,19 +683,31 @@ fn submit_local(
     plan: &Plan,
     sweep: &SweepDir,
     todo: &[usize],
+    evals: &[EvalTodo],
     wait: bool,
-    lines: &mut Vec<(String, String, String)>,
+    lines: &mut Vec<Line>,
 ) -> anyhow::Result<()> {
     let token = new_token();
-    let entries: Vec<BatchEntry> = todo
-        .iter()
-        .flat_map(|&i| {
-            plan.runs[i].phases().into_iter().map(move |p| BatchEntry {
-                run_id: plan.runs[i].id.clone(),
-                phase: p,
-            })
-        })
-        .collect();
+    let names = eval_jobs(plan);
+    // A run's evaluations follow its phases: the worker runs one run's entries in order and
+    // skips the rest after a failed phase (as `afterok` does).
+    let mut entries: Vec<BatchEntry> = Vec::new();
+    for &i in todo {
+        let r = &plan.runs[i];
+        entries.extend(r.phases().into_iter().map(|p| BatchEntry {
+            run_id: r.id.clone(),
+            phase: p,
+            eval: None,
+        }));
+        entries.extend(names.iter().map(|e| eval_entry(r, e)));
+    }
+    let mut by_run: Vec<&EvalTodo> = evals.iter().filter(|t| t.after.is_none()).collect();
+    by_run.sort_by_key(|t| t.run);
+    entries.extend(
+        by_run
+            .iter()
+            .map(|t| eval_entry(&plan.runs[t.run], &t.eval)),
+    );
     let mut b = Batch {
         format_version: sftctl_ledger::FORMAT_VERSION,
         token: token.clone(),
@@ -440,12 +722,6 @@ fn submit_local(
     for (i, e) in b.entries.iter().enumerate() {
         let run = sweep.run(&e.run_id);
         let job_id = format!("local-{token}-{i}");
-        let attempt = run
-            .read_submissions()?
-            .iter()
-            .filter(|s| s.phase == e.phase)
-            .count() as u32
-            + 1;
         run.write_local_job(&LocalJob {
             job_id: job_id.clone(),
             state: LocalState::Pending,
@@ -457,22 +733,52 @@ fn submit_local(
             requeues: 0,
             updated_at: Timestamp::now(),
         })?;
-        run.append_submission(&Submission {
-            job_id: job_id.clone(),
-            batch: token.clone(),
-            phase: e.phase,
-            attempt,
-            executor: Executor::Local,
-            submitted_at: Timestamp::now(),
-            depends_on: None,
-        })?;
+        match &e.eval {
+            Some(eval) => {
+                let attempt = run
+                    .read_eval_submissions()?
+                    .iter()
+                    .filter(|s| s.eval == *eval)
+                    .count() as u32
+                    + 1;
+                run.append_eval_submission(&EvalSubmission {
+                    eval: eval.clone(),
+                    job_id: job_id.clone(),
+                    batch: token.clone(),
+                    attempt,
+                    executor: Executor::Local,
+                    submitted_at: Timestamp::now(),
+                    depends_on: None,
+                })?;
+            }
+            None => {
+                let attempt = run
+                    .read_submissions()?
+                    .iter()
+                    .filter(|s| s.phase == e.phase)
+                    .count() as u32
+                    + 1;
+                run.append_submission(&Submission {
+                    job_id: job_id.clone(),
+                    batch: token.clone(),
+                    phase: e.phase,
+                    attempt,
+                    executor: Executor::Local,
+                    submitted_at: Timestamp::now(),
+                    depends_on: None,
+                })?;
+            }
+        }
         let name = plan
             .runs
             .iter()
             .find(|r| r.id == e.run_id)
             .map(|r| r.name.clone())
             .unwrap_or_default();
-        lines.push((job_id, e.run_id.clone(), name));
+        lines.push((job_id, e.run_id.clone(), name, e.eval.clone()));
+    }
+    if b.entries.is_empty() {
+        return Ok(());
     }
     sweep.write_batch(&b)?;
     b.state = BatchState::Submitted;

@@ -4,7 +4,9 @@
 //!
 //! MPI's default error handler aborts the whole job on a transport error, and a rank that dies
 //! makes `mpirun` kill the others; a rank that is stopped or hung is caught by the heartbeat
-//! files of [`crate::collective::liveness`], whose watcher calls `MPI_Abort`.
+//! files of [`crate::collective::liveness`], whose watcher calls `MPI_Abort`; so is a collective
+//! that never returns because a live peer never joins it (every call runs under the watcher's
+//! [`CollectiveClock`]).
 
 use std::path::Path;
 use std::time::Instant;
@@ -13,7 +15,7 @@ use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 
-use crate::collective::liveness::{Liveness, LivenessConfig};
+use crate::collective::liveness::{CollectiveClock, Liveness, LivenessConfig};
 use crate::collective::{Collective, CollectiveError};
 
 /// Exit status of a job aborted because a rank stopped answering.
@@ -64,6 +66,8 @@ pub struct MpiCollective {
     size: usize,
     check_every: u64,
     stats: CommStats,
+    // Shared with the heartbeat thread, which aborts a collective that never returns.
+    clock: std::sync::Arc<CollectiveClock>,
     _universe: Universe,
 }
 
@@ -97,6 +101,7 @@ impl MpiCollective {
             size,
             check_every,
             stats: CommStats::default(),
+            clock: Default::default(),
             _universe: universe,
         };
         if let Some(run_dir) = run_dir
@@ -119,8 +124,9 @@ impl MpiCollective {
             let dir = run_dir
                 .join("dist")
                 .join(String::from_utf8_lossy(&token).as_ref());
-            let config = LivenessConfig::from_env(dir)
+            let mut config = LivenessConfig::from_env(dir)
                 .map_err(|message| MpiError::Setting { rank, message })?;
+            config.clock = std::sync::Arc::clone(&this.clock);
             let multiple = threading == mpi::Threading::Multiple;
             let on_dead = Box::new(move |message: String| {
                 eprintln!("error: {message}");
@@ -147,7 +153,15 @@ impl MpiCollective {
 
     /// Block until every rank reaches this call.
     pub fn barrier(&mut self) {
-        self.world.barrier();
+        self.timed("barrier", |w| w.barrier());
+    }
+
+    /// Runs one collective `op` under the clock the heartbeat thread watches.
+    fn timed<T>(&mut self, op: &'static str, f: impl FnOnce(&SimpleCommunicator) -> T) -> T {
+        self.clock.enter(op);
+        let out = f(&self.world);
+        self.clock.leave();
+        out
     }
 
     fn account(&mut self, started: Instant, bytes: usize) {
@@ -169,8 +183,9 @@ impl Collective for MpiCollective {
     fn all_reduce_sum_f32(&mut self, values: &mut [f32]) -> Result<(), CollectiveError> {
         let started = Instant::now();
         let send = values.to_vec();
-        self.world
-            .all_reduce_into(&send[..], values, SystemOperation::sum());
+        self.timed("all_reduce_sum_f32", |w| {
+            w.all_reduce_into(&send[..], values, SystemOperation::sum())
+        });
         self.account(started, std::mem::size_of_val(values));
         Ok(())
     }
@@ -178,8 +193,9 @@ impl Collective for MpiCollective {
     fn all_reduce_sum_u64(&mut self, value: u64) -> Result<u64, CollectiveError> {
         let started = Instant::now();
         let mut out = 0u64;
-        self.world
-            .all_reduce_into(&value, &mut out, SystemOperation::sum());
+        self.timed("all_reduce_sum_u64", |w| {
+            w.all_reduce_into(&value, &mut out, SystemOperation::sum())
+        });
         self.account(started, 8);
         Ok(out)
     }
@@ -187,8 +203,9 @@ impl Collective for MpiCollective {
     fn all_reduce_sum_f64(&mut self, value: f64) -> Result<f64, CollectiveError> {
         let started = Instant::now();
         let mut out = 0f64;
-        self.world
-            .all_reduce_into(&value, &mut out, SystemOperation::sum());
+        self.timed("all_reduce_sum_f64", |w| {
+            w.all_reduce_into(&value, &mut out, SystemOperation::sum())
+        });
         self.account(started, 8);
         Ok(out)
     }
@@ -197,8 +214,9 @@ impl Collective for MpiCollective {
         let started = Instant::now();
         let mine = u32::from(flag);
         let mut out = 0u32;
-        self.world
-            .all_reduce_into(&mine, &mut out, SystemOperation::max());
+        self.timed("any", |w| {
+            w.all_reduce_into(&mine, &mut out, SystemOperation::max())
+        });
         self.account(started, 4);
         Ok(out != 0)
     }
@@ -212,14 +230,17 @@ impl Collective for MpiCollective {
             });
         }
         let started = Instant::now();
-        let process = self.world.process_at_rank(root as i32);
-        let mut len = bytes.len() as u64;
-        process.broadcast_into(&mut len);
-        if self.rank != root {
-            bytes.clear();
-            bytes.resize(len as usize, 0);
-        }
-        process.broadcast_into(&mut bytes[..]);
+        let me = self.rank;
+        self.timed("broadcast_bytes", |w| {
+            let process = w.process_at_rank(root as i32);
+            let mut len = bytes.len() as u64;
+            process.broadcast_into(&mut len);
+            if me != root {
+                bytes.clear();
+                bytes.resize(len as usize, 0);
+            }
+            process.broadcast_into(&mut bytes[..]);
+        });
         self.account(started, 8 + bytes.len());
         Ok(())
     }

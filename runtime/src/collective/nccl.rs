@@ -16,7 +16,7 @@ use cudarc::driver::{CudaContext, CudaStream};
 use cudarc::nccl::{Comm, Id, ReduceOp};
 
 use crate::collective::launch::RankEnv;
-use crate::collective::liveness::{Liveness, LivenessConfig};
+use crate::collective::liveness::{CollectiveClock, Liveness, LivenessConfig};
 use crate::collective::{Collective, CollectiveError};
 
 /// Exit status of a rank that aborts the job because a peer stopped answering.
@@ -116,6 +116,8 @@ pub struct NcclCollective {
     rank: usize,
     size: usize,
     check_every: u64,
+    // Shared with the heartbeat thread, which aborts a collective that never returns.
+    clock: Arc<CollectiveClock>,
 }
 
 impl std::fmt::Debug for NcclCollective {
@@ -204,6 +206,7 @@ impl NcclCollective {
             path: path.clone(),
             message,
         })?;
+        let clock = Arc::clone(&config.clock);
         let on_dead = Box::new(|message: String| {
             eprintln!("error: {message}");
             tracing::error!("{message}");
@@ -224,6 +227,7 @@ impl NcclCollective {
             rank,
             size: env.world_size,
             check_every,
+            clock,
         })
     }
 
@@ -245,6 +249,8 @@ impl NcclCollective {
     where
         T: cudarc::driver::DeviceRepr + cudarc::nccl::NcclType,
     {
+        let clock = Arc::clone(&self.clock);
+        let _in = clock.guard(op);
         let mut buf = self
             .stream
             .clone_htod(values)
@@ -316,6 +322,8 @@ impl Collective for NcclCollective {
         if bytes.is_empty() {
             return Ok(());
         }
+        let clock = Arc::clone(&self.clock);
+        let _in = clock.guard(op);
         let mut buf = self
             .stream
             .clone_htod(&bytes[..])

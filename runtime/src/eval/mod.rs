@@ -1,10 +1,12 @@
 //! Multiple-choice evaluation in the MMLU format, scored by log-likelihood as
 //! lm-evaluation-harness scores it: [`mmlu`] reads the data and lays out the prompts, [`score`]
 //! tokenizes context and continuation and sums the continuation's log-probabilities with the
-//! model. Knows nothing about the ledger; the `eval` subcommand writes the results there.
+//! model. [`job`] and [`required`] (the spec's evaluations, run as jobs) write the results into
+//! the ledger.
 
 pub mod job;
 pub mod mmlu;
+pub mod required;
 pub mod score;
 
 pub use mmlu::{Question, load_questions, prompt};

@@ -220,14 +220,18 @@ fn save<M: PackedLm, O: Observer>(
         None => OptimizerFiles::Replicated(&trainer.optimizer),
     };
     let info = checkpoints.write_with(&trainer.model, weights, optimizer, &state)?;
-    // Older checkpoints lose their weights too, except each phase's best by validation loss
-    // when a later phase may start from it.
+    // The newest `keep_last` survive whole; older ones keep their weights (only) while an
+    // evaluation of the run's `config.json` still has to score them, and each phase's best by
+    // validation loss when a later phase may start from it.
+    let keep = crate::eval::required::keep_for_evals(checkpoints.root());
     let best = if settings.best_by_validation {
         best_by_validation(&checkpoints.complete()?)
     } else {
         Vec::new()
     };
-    checkpoints.prune(settings.keep_last.max(1), &|c| best.contains(&c.dir))?;
+    checkpoints.prune(settings.keep_last.max(1), &|c| {
+        keep(c) || best.contains(&c.dir)
+    })?;
     trainer.checkpoint_estimate = started.elapsed().mul_f64(1.5);
     // Every checkpoint is reported here, whichever path wrote it (periodic, stop, end).
     observer.checkpoint(&info, progress);
