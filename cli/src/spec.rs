@@ -322,6 +322,12 @@ pub const TRAIN_KEYS: &[(&str, Kind, Default, &str)] = &[
         Default::Str("final"),
         "phase k starts from phase k-1's final checkpoint or its best by validation loss",
     ),
+    (
+        "optimizer_sharding",
+        Kind::OneOf(&["none", "zero1"]),
+        Default::Str("none"),
+        "AdamW state on every rank, or sharded across data-parallel ranks (ZeRO stage 1)",
+    ),
 ];
 
 /// Looks up a hyperparameter.

@@ -102,6 +102,66 @@ pub trait Collective {
         let len = values.len();
         Ok(Tensor::from_data(TensorData::new(values, [len]), &device))
     }
+
+    /// Element-wise sum over all ranks of `send`, scattered: `send` holds `world_size` equal
+    /// blocks of `recv.len()` elements and rank `r` receives the sum of everyone's block `r`
+    /// (ZeRO-1's gradient shards, `train/zero.rs`).
+    ///
+    /// The default reduces the whole buffer with [`Collective::all_reduce_sum_f32`] and keeps
+    /// this rank's block: correct for any engine (one rank: a copy), at world-size times the
+    /// traffic of a true reduce-scatter, which MPI overrides.
+    fn reduce_scatter_sum_f32(
+        &mut self,
+        send: &[f32],
+        recv: &mut [f32],
+    ) -> Result<(), CollectiveError> {
+        let (rank, n) = (self.rank(), recv.len());
+        check_blocks(
+            "reduce_scatter_sum_f32",
+            rank,
+            self.world_size(),
+            n,
+            send.len(),
+        )?;
+        let mut all = send.to_vec();
+        self.all_reduce_sum_f32(&mut all)?;
+        recv.copy_from_slice(&all[rank * n..(rank + 1) * n]);
+        Ok(())
+    }
+
+    /// Every rank's `send` (equal lengths on all ranks), concatenated in rank order into
+    /// `recv` on every rank (ZeRO-1's updated parameter shards).
+    ///
+    /// The default sums buffers that are zero outside each rank's block: exact (`x + 0 = x`;
+    /// only a `-0.0` comes back as `0.0` with several ranks), at the cost of an all-reduce.
+    fn all_gather_f32(&mut self, send: &[f32], recv: &mut [f32]) -> Result<(), CollectiveError> {
+        let (rank, n) = (self.rank(), send.len());
+        check_blocks("all_gather_f32", rank, self.world_size(), n, recv.len())?;
+        recv.fill(0.0);
+        recv[rank * n..(rank + 1) * n].copy_from_slice(send);
+        self.all_reduce_sum_f32(recv)
+    }
+}
+
+/// `whole` must be `world` blocks of `block` elements (the layout of the scattering and
+/// gathering collectives).
+pub(crate) fn check_blocks(
+    op: &'static str,
+    rank: usize,
+    world: usize,
+    block: usize,
+    whole: usize,
+) -> Result<(), CollectiveError> {
+    if block * world == whole {
+        return Ok(());
+    }
+    Err(CollectiveError::Transport {
+        op,
+        rank,
+        message: format!(
+            "buffer of {whole} elements is not {world} blocks of {block} (one per rank)"
+        ),
+    })
 }
 
 /// The collective of a job with a single rank: every reduction is the identity.

@@ -248,4 +248,37 @@ impl Collective for MpiCollective {
     fn replica_check_every(&self) -> Option<u64> {
         (self.size > 1).then_some(self.check_every)
     }
+
+    fn reduce_scatter_sum_f32(
+        &mut self,
+        send: &[f32],
+        recv: &mut [f32],
+    ) -> Result<(), CollectiveError> {
+        crate::collective::check_blocks(
+            "reduce_scatter_sum_f32",
+            self.rank,
+            self.size,
+            recv.len(),
+            send.len(),
+        )?;
+        let started = Instant::now();
+        self.world
+            .reduce_scatter_block_into(send, recv, SystemOperation::sum());
+        self.account(started, std::mem::size_of_val(send));
+        Ok(())
+    }
+
+    fn all_gather_f32(&mut self, send: &[f32], recv: &mut [f32]) -> Result<(), CollectiveError> {
+        crate::collective::check_blocks(
+            "all_gather_f32",
+            self.rank,
+            self.size,
+            send.len(),
+            recv.len(),
+        )?;
+        let started = Instant::now();
+        self.world.all_gather_into(send, recv);
+        self.account(started, std::mem::size_of_val(send));
+        Ok(())
+    }
 }

@@ -342,6 +342,60 @@ impl Collective for NcclCollective {
     fn replica_check_every(&self) -> Option<u64> {
         (self.size > 1).then_some(self.check_every)
     }
+
+    fn reduce_scatter_sum_f32(
+        &mut self,
+        send: &[f32],
+        recv: &mut [f32],
+    ) -> Result<(), CollectiveError> {
+        let op = "reduce_scatter_sum_f32";
+        crate::collective::check_blocks(op, self.rank, self.size, recv.len(), send.len())?;
+        self.staged(op, send, recv, |comm, src, dst| {
+            comm.reduce_scatter(src, dst, &ReduceOp::Sum)
+        })
+    }
+
+    fn all_gather_f32(&mut self, send: &[f32], recv: &mut [f32]) -> Result<(), CollectiveError> {
+        let op = "all_gather_f32";
+        crate::collective::check_blocks(op, self.rank, self.size, send.len(), recv.len())?;
+        self.staged(op, send, recv, |comm, src, dst| comm.all_gather(src, dst))
+    }
+}
+
+impl NcclCollective {
+    /// Run a collective from `send` into `recv` through two device buffers (ZeRO-1's
+    /// reduce-scatter and all-gather).
+    fn staged(
+        &mut self,
+        op: &'static str,
+        send: &[f32],
+        recv: &mut [f32],
+        call: impl FnOnce(
+            &Comm,
+            &cudarc::driver::CudaSlice<f32>,
+            &mut cudarc::driver::CudaSlice<f32>,
+        )
+            -> Result<cudarc::nccl::result::NcclStatus, cudarc::nccl::result::NcclError>,
+    ) -> Result<(), CollectiveError> {
+        if recv.is_empty() {
+            return Ok(());
+        }
+        let src = self
+            .stream
+            .clone_htod(send)
+            .map_err(|e| self.transport(op, e.to_string()))?;
+        let mut dst = self
+            .stream
+            .alloc_zeros::<f32>(recv.len())
+            .map_err(|e| self.transport(op, e.to_string()))?;
+        call(&self.comm, &src, &mut dst).map_err(|e| self.transport(op, format!("{e:?}")))?;
+        self.stream
+            .memcpy_dtoh(&dst, recv)
+            .map_err(|e| self.transport(op, e.to_string()))?;
+        self.stream
+            .synchronize()
+            .map_err(|e| self.transport(op, e.to_string()))
+    }
 }
 
 #[cfg(test)]

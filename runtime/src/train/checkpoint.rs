@@ -17,11 +17,38 @@ use serde::{Deserialize, Serialize};
 use burn::module::Module;
 
 use crate::train::optim::{ParamEntry, param_entries, with_stable_param_ids};
+use crate::train::zero::{ZeroError, ZeroState};
+
+/// The optimizer state a checkpoint stores.
+#[derive(Clone, Copy)]
+pub enum OptimizerFiles<'a> {
+    /// Burn's AdamW, replicated on every rank: [`OPTIMIZER_FILE`].
+    Replicated(&'a ModuleOptimizer),
+    /// The ZeRO-1 moments gathered from every rank: [`ZERO_FILE`].
+    Zero1(&'a ZeroState),
+}
+
+impl From<ZeroError> for CheckpointError {
+    fn from(e: ZeroError) -> Self {
+        match e {
+            ZeroError::Io(e) => Self::Io(e),
+            ZeroError::Format { path, message } => Self::Optimizer { path, message },
+        }
+    }
+}
+
+/// Whether `name` is one of the optimizer-state files (the part pruning may drop).
+fn is_optimizer_file(name: &str) -> bool {
+    name == OPTIMIZER_FILE || name == ZERO_FILE
+}
 
 /// Name of the marker that makes a checkpoint directory count.
 pub const MARKER: &str = "COMPLETE";
 /// Burn's AdamW state (burnpack bytes).
 pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
+/// The sharded (ZeRO-1) optimizer's state, gathered (`train/zero.rs`); a checkpoint holds
+/// either this or [`OPTIMIZER_FILE`].
+pub use crate::train::zero::ZERO_FILE;
 /// The loop's state.
 pub const STATE_FILE: &str = "trainer_state.json";
 /// Version of [`TrainState`]'s format.
@@ -225,6 +252,17 @@ impl Checkpoints {
         optimizer: &ModuleOptimizer,
         state: &TrainState,
     ) -> Result<CheckpointInfo, CheckpointError> {
+        self.write_with(model, weights, OptimizerFiles::Replicated(optimizer), state)
+    }
+
+    /// [`Checkpoints::write`] with either kind of optimizer state.
+    pub fn write_with<M: Module>(
+        &self,
+        model: &M,
+        weights: &dyn WeightsIo<M>,
+        optimizer: OptimizerFiles<'_>,
+        state: &TrainState,
+    ) -> Result<CheckpointInfo, CheckpointError> {
         let started = Instant::now();
         let name = name_for(state.step);
         let tmp = self.root.join(format!(".tmp-{name}"));
@@ -246,15 +284,22 @@ impl Checkpoints {
                 message,
             })?;
         test_pause("weights", state.step);
-        let opt_path = tmp.join(OPTIMIZER_FILE);
-        let bytes = optimizer
-            .to_record()
-            .into_bytes()
-            .map_err(|e| CheckpointError::Optimizer {
-                path: opt_path.clone(),
-                message: format!("{e:?}"),
-            })?;
-        write_synced(&opt_path, &bytes)?;
+        match optimizer {
+            OptimizerFiles::Replicated(optimizer) => {
+                let opt_path = tmp.join(OPTIMIZER_FILE);
+                let bytes =
+                    optimizer
+                        .to_record()
+                        .into_bytes()
+                        .map_err(|e| CheckpointError::Optimizer {
+                            path: opt_path.clone(),
+                            message: format!("{e:?}"),
+                        })?;
+                write_synced(&opt_path, &bytes)?;
+            }
+            // fsynced with every other file below.
+            OptimizerFiles::Zero1(zero) => zero.write(&tmp.join(ZERO_FILE))?,
+        }
         let state_path = tmp.join(STATE_FILE);
         let json = serde_json::to_vec_pretty(state).map_err(|source| CheckpointError::Json {
             path: state_path.clone(),
@@ -326,10 +371,10 @@ impl Checkpoints {
             for (name, &bytes) in marker.files.iter().zip(&marker.bytes) {
                 match fs_err::metadata(dir.join(name)) {
                     Ok(m) if m.len() == bytes => {
-                        resumable |= name == OPTIMIZER_FILE;
+                        resumable |= is_optimizer_file(name);
                     }
                     // Only the optimizer state may be missing (pruned for a kept checkpoint).
-                    Err(_) if name == OPTIMIZER_FILE => {}
+                    Err(_) if is_optimizer_file(name) => {}
                     _ => intact = false,
                 }
             }
@@ -375,7 +420,12 @@ impl Checkpoints {
         let cut = resumable.len().saturating_sub(keep_last);
         for ckpt in &resumable[..cut] {
             if keep_weights(ckpt) {
-                fs_err::remove_file(ckpt.dir.join(OPTIMIZER_FILE))?;
+                for name in [OPTIMIZER_FILE, ZERO_FILE] {
+                    let path = ckpt.dir.join(name);
+                    if path.exists() {
+                        fs_err::remove_file(path)?;
+                    }
+                }
             } else {
                 // Remove the marker first so a crash half-way leaves an incomplete directory.
                 fs_err::remove_file(ckpt.dir.join(MARKER))?;
@@ -409,6 +459,34 @@ pub fn load<M: Module>(
     weights: &dyn WeightsIo<M>,
     optimizer: ModuleOptimizer,
 ) -> Result<(M, ModuleOptimizer, TrainState), CheckpointError> {
+    let (model, state) = load_weights(ckpt, weights)?;
+    let dir = &ckpt.dir;
+    let opt_path = dir.join(OPTIMIZER_FILE);
+    if !opt_path.exists() && dir.join(ZERO_FILE).exists() {
+        return Err(CheckpointError::Mismatch {
+            path: dir.clone(),
+            message: format!(
+                "its optimizer state is sharded (`{ZERO_FILE}`), this run does not shard it\n\
+                 hint: resume with `optimizer_sharding = \"zero1\"` in `[train]`"
+            ),
+        });
+    }
+    let bytes = fs_err::read(&opt_path)?;
+    let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
+        CheckpointError::Optimizer {
+            path: opt_path.clone(),
+            message: format!("{e:?}"),
+        }
+    })?;
+    Ok((model, optimizer.load_record(record), state))
+}
+
+/// The model (given stable parameter ids, checked against the saved parameter list) and the
+/// loop state of a checkpoint, without its optimizer state.
+pub fn load_weights<M: Module>(
+    ckpt: &CheckpointInfo,
+    weights: &dyn WeightsIo<M>,
+) -> Result<(M, TrainState), CheckpointError> {
     let dir = &ckpt.dir;
     let state = read_state(ckpt)?;
     let model = weights
@@ -438,13 +516,5 @@ pub fn load<M: Module>(
             message: first,
         });
     }
-    let opt_path = dir.join(OPTIMIZER_FILE);
-    let bytes = fs_err::read(&opt_path)?;
-    let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
-        CheckpointError::Optimizer {
-            path: opt_path.clone(),
-            message: format!("{e:?}"),
-        }
-    })?;
-    Ok((model, optimizer.load_record(record), state))
+    Ok((model, state))
 }

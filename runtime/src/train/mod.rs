@@ -12,6 +12,7 @@ pub mod run;
 pub mod schedule;
 pub mod step;
 pub mod toy;
+pub mod zero;
 
 pub use checkpoint::{CheckpointInfo, Checkpoints, TrainState, WeightsIo};
 pub use optim::{AdamWSettings, clip_by_global_norm, global_grad_norm, with_stable_param_ids};
@@ -19,3 +20,4 @@ pub use preempt::{StopReason, StopSignal};
 pub use run::{BatchSource, LoopSettings, Observer, Progress, RunOutcome, StepBatch};
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use step::{IGNORE, MicroBatch, PackedLm, StepOutcome, StepSettings, StepStats, Trainer};
+pub use zero::{FlatAdamW, OptimizerSharding, ShardLayout, ZeroAdamW};

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::collective::{Collective, CollectiveError};
 use crate::train::checkpoint::WeightsIo;
-use crate::train::checkpoint::{CheckpointError, CheckpointInfo, Checkpoints, TrainState};
+use crate::train::checkpoint::{
+    CheckpointError, CheckpointInfo, Checkpoints, OptimizerFiles, TrainState,
+};
 use crate::train::optim::param_entries;
 use crate::train::preempt::{StopReason, StopSignal};
 use crate::train::step::PackedLm;
@@ -140,8 +142,22 @@ pub fn resume<M: PackedLm, S: BatchSource>(
     let Some(info) = checkpoints.latest_resumable()? else {
         return Ok(None);
     };
-    let optimizer = trainer.settings.adamw.build();
-    let (model, optimizer, state) = crate::train::checkpoint::load(&info, weights, optimizer)?;
+    let (model, state) = match &mut trainer.zero {
+        // ZeRO-1: this rank's shard of the moments, at whatever world size they were saved.
+        Some(zero) => {
+            let (model, state) = crate::train::checkpoint::load_weights(&info, weights)?;
+            zero.load(&model, &info.dir)
+                .map_err(crate::train::checkpoint::CheckpointError::from)?;
+            (model, state)
+        }
+        None => {
+            let optimizer = trainer.settings.adamw.build();
+            let (model, optimizer, state) =
+                crate::train::checkpoint::load(&info, weights, optimizer)?;
+            trainer.optimizer = optimizer;
+            (model, state)
+        }
+    };
     source
         .restore(&state.sampler)
         .map_err(|message| LoopError::Sampler {
@@ -149,7 +165,6 @@ pub fn resume<M: PackedLm, S: BatchSource>(
             message,
         })?;
     trainer.model = model;
-    trainer.optimizer = optimizer;
     trainer.step = state.step;
     trainer.schedule_offset = state.phase_start_step;
     trainer.checkpoint_estimate =
@@ -173,9 +188,14 @@ fn save<M: PackedLm, O: Observer>(
     progress: &Progress,
     checkpoints: &Checkpoints,
     settings: &LoopSettings,
-    collective: &dyn Collective,
+    collective: &mut dyn Collective,
     validation_loss: Option<f64>,
 ) -> Result<Option<CheckpointInfo>, LoopError> {
+    // ZeRO-1: every rank sends its shard of the moments; rank 0 writes them.
+    let zero = match &trainer.zero {
+        Some(zero) => zero.gather_state(collective)?,
+        None => None,
+    };
     if collective.rank() != 0 {
         return Ok(None);
     }
@@ -195,7 +215,11 @@ fn save<M: PackedLm, O: Observer>(
         params: param_entries(&trainer.model),
         validation_loss,
     };
-    let info = checkpoints.write(&trainer.model, weights, &trainer.optimizer, &state)?;
+    let optimizer = match &zero {
+        Some(zero) => OptimizerFiles::Zero1(zero),
+        None => OptimizerFiles::Replicated(&trainer.optimizer),
+    };
+    let info = checkpoints.write_with(&trainer.model, weights, optimizer, &state)?;
     // The newest `keep_last` survive whole; older ones keep their weights (only) while an
     // evaluation of the run's `config.json` still has to score them, and each phase's best by
     // validation loss when a later phase may start from it.

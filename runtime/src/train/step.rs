@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::collective::{Collective, CollectiveError};
 use crate::model::LeanOptions;
-use crate::train::optim::{AdamWSettings, clip_by_global_norm};
+use crate::train::optim::{AdamWSettings, clip_by_global_norm, clip_factor};
 use crate::train::preempt::StopSignal;
 use crate::train::schedule::LrSchedule;
+use crate::train::zero::ZeroAdamW;
 
 /// Target value of a position that the loss ignores (prompt tokens, sample ends).
 pub const IGNORE: i32 = -100;
@@ -199,6 +200,9 @@ pub struct Trainer<M> {
     pub checkpoint_estimate: Duration,
     /// Memory-saving options of the loss and backward (chunked cross-entropy, checkpointing).
     pub lean: LeanOptions,
+    /// ZeRO-1: when set, this rank's shard of the AdamW state, used instead of `optimizer`
+    /// (see [`Trainer::with_zero1`]).
+    pub zero: Option<ZeroAdamW>,
 }
 
 impl<M: PackedLm> Trainer<M> {
@@ -213,7 +217,21 @@ impl<M: PackedLm> Trainer<M> {
             device,
             checkpoint_estimate: Duration::from_secs(5),
             lean: LeanOptions::default(),
+            zero: None,
         }
+    }
+
+    /// Shard the optimizer state as rank `rank` of `world` (ZeRO stage 1, `train/zero.rs`):
+    /// the master weights of this rank's shard come from the current model. Every rank of the
+    /// job must do the same.
+    pub fn with_zero1(mut self, rank: usize, world: usize) -> Self {
+        self.zero = Some(ZeroAdamW::new(
+            &self.model,
+            self.settings.adamw,
+            rank,
+            world,
+        ));
+        self
     }
 
     /// Run one optimizer step over this rank's micro-batches.
@@ -261,12 +279,23 @@ impl<M: PackedLm> Trainer<M> {
             }
         }
 
-        let grads = reduce_gradients(&self.model, accumulator.grads(), collective)?;
+        // Replicated: all-reduce the whole gradient and clip it. ZeRO-1: reduce-scatter it into
+        // shards; the shard's gradient is clipped inside the sharded update.
+        let (grads, grad_norm) = match &mut self.zero {
+            None => {
+                let grads = reduce_gradients(&self.model, accumulator.grads(), collective)?;
+                let (grads, norm) =
+                    clip_by_global_norm(&self.model, grads, self.settings.max_grad_norm);
+                (Some(grads), norm)
+            }
+            Some(zero) => (
+                None,
+                zero.reduce_scatter(&self.model, accumulator.grads(), collective)?,
+            ),
+        };
         let loss = collective.all_reduce_sum_f64(local_loss_sum)? / denominator;
         let samples = collective.all_reduce_sum_u64(local_samples)?;
         let tokens = collective.all_reduce_sum_u64(local_tokens)?;
-        let (grads, grad_norm) =
-            clip_by_global_norm(&self.model, grads, self.settings.max_grad_norm);
         if !loss.is_finite() || !grad_norm.is_finite() {
             return Ok(StepOutcome::Diverged { loss, grad_norm });
         }
@@ -274,7 +303,16 @@ impl<M: PackedLm> Trainer<M> {
             .settings
             .schedule
             .lr(self.step.saturating_sub(self.schedule_offset));
-        self.model = self.optimizer.step(lr, self.model.clone(), grads);
+        if let Some(grads) = grads {
+            self.model = self.optimizer.step(lr, self.model.clone(), grads);
+        } else if let Some(zero) = &mut self.zero {
+            let clip = self
+                .settings
+                .max_grad_norm
+                .map(|max| clip_factor(grad_norm, max))
+                .filter(|&f| f < 1.0);
+            self.model = zero.apply(self.model.clone(), lr, clip, collective)?;
+        }
         let stats = StepStats {
             step: self.step,
             loss,
