@@ -114,7 +114,8 @@ fn main() {
             "params": trainer.model.param_count(),
             "step_s_median": median,
             "tokens_per_s": tokens / median,
-            "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "threads": std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
         })
     );
 }

@@ -31,6 +31,8 @@ if [ -x "$venv/bin/python" ]; then
     export LD_LIBRARY_PATH="$("$venv/bin/python" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/tch"
     cargo test -p sftctl-runtime --features tch --test model_parity --test weights_io
+    # The GPU data-parallel path compiles (cudarc loads libcuda and NCCL only at run time).
+    cargo build -p sftctl-runtime --features tch,nccl --lib
   )
 elif [ -n "${SFTCTL_REQUIRE_PYTHON:-}" ]; then
   echo "SFTCTL_REQUIRE_PYTHON is set but $venv has no python" >&2

@@ -5,6 +5,7 @@ pub mod args;
 pub mod cmd;
 pub mod grid;
 pub mod identity;
+pub mod lead;
 pub mod memory;
 pub mod plan;
 pub mod quote;

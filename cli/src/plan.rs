@@ -134,6 +134,11 @@ pub fn build(spec: Spec, binary: Option<&str>) -> Result<Plan, SpecError> {
         .map(|d| serde_json::json!({"name": d.name, "path": absolute(&spec.dir, &d.path), "phase": d.phase}))
         .collect();
     let s = &spec.slurm;
+    let times = s
+        .signal_seconds
+        .is_none()
+        .then(|| crate::lead::SweepTimes::read(&sweep_dir));
+    let model_abs = absolute(&spec.dir, &spec.model_path);
     let mut runs = Vec::with_capacity(points.len());
     let mut seen = HashSet::new();
     for point in points {
@@ -166,7 +171,7 @@ pub fn build(spec: Spec, binary: Option<&str>) -> Result<Plan, SpecError> {
             "run_id": id,
             "name": name,
             "sweep": spec.name,
-            "model": {"path": absolute(&spec.dir, &spec.model_path)},
+            "model": {"path": model_abs},
             "data": data_abs,
             "train": train.iter().map(|(k, v)| (k.clone(), v.to_json())).collect::<serde_json::Map<_, _>>(),
             "phases": phases,
@@ -205,7 +210,16 @@ pub fn build(spec: Spec, binary: Option<&str>) -> Result<Plan, SpecError> {
                 constraint: s.constraint.clone(),
                 mem: s.mem.clone(),
                 extra: s.extra.clone(),
-                signal_seconds: s.signal_seconds,
+                signal_seconds: s.signal_seconds.unwrap_or_else(|| {
+                    let batch = match train.get("batch_size") {
+                        Some(Val::Int(b)) => *b as f64,
+                        Some(Val::Float(b)) => *b,
+                        _ => 1.0,
+                    };
+                    times.as_ref().map_or(crate::lead::DEFAULT_LEAD_S, |t| {
+                        t.lead_s(&id, &model_abs, batch, s.time_s)
+                    })
+                }),
                 modules: spec.env.modules.clone(),
                 venv: spec.env.venv.clone(),
                 vars: spec.env.vars.clone(),

@@ -316,6 +316,12 @@ pub const TRAIN_KEYS: &[(&str, Kind, Default, &str)] = &[
         Default::Str("none"),
         "recompute each decoder block in backward",
     ),
+    (
+        "phase_init",
+        Kind::OneOf(&["final", "best-val-loss"]),
+        Default::Str("final"),
+        "phase k starts from phase k-1's final checkpoint or its best by validation loss",
+    ),
 ];
 
 /// Looks up a hyperparameter.
@@ -444,7 +450,9 @@ pub struct SlurmSpec {
     pub extra: Vec<String>,
     pub array: bool,
     pub array_throttle: u32,
-    pub signal_seconds: u32,
+    /// `--signal` lead time; `None`: derived from measured step and checkpoint times
+    /// (cli/src/lead.rs).
+    pub signal_seconds: Option<u32>,
 }
 
 /// Environment set-up in the allocation, checked.
@@ -661,7 +669,10 @@ impl Spec {
             extra,
             array: s.array.unwrap_or(true),
             array_throttle: pos(&s.array_throttle, "array_throttle", 0, 0)? as u32,
-            signal_seconds: pos(&s.signal_seconds, "signal_seconds", 120, 0)? as u32,
+            signal_seconds: match &s.signal_seconds {
+                Some(_) => Some(pos(&s.signal_seconds, "signal_seconds", 0, 0)? as u32),
+                None => None,
+            },
         };
 
         let mut vars = Vec::new();

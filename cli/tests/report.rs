@@ -538,6 +538,7 @@ fn prune_with_yes_cancels_the_predicted_worst_local_jobs() {
                 pid: Some(child.id()),
                 exit_code: None,
                 signal: None,
+                requeues: 0,
                 updated_at: t0(),
             })
             .unwrap();

@@ -249,6 +249,16 @@ pub enum EventKind {
     Finished {
         step: u64,
     },
+    /// A phase of a phased run began from a checkpoint of the previous one.
+    PhaseStarted {
+        phase: u32,
+        /// The step counter the phase continues from.
+        step: u64,
+        /// The checkpoint whose weights it starts from, relative to the run directory.
+        from: String,
+        /// `final` or `best-val-loss` (the spec's `phase_init`).
+        init: String,
+    },
     Error {
         message: String,
     },
@@ -344,5 +354,8 @@ pub struct LocalJob {
     pub exit_code: Option<i32>,
     #[serde(default)]
     pub signal: Option<String>,
+    /// Times the job exited 75 ("requeue me") and was started again.
+    #[serde(default)]
+    pub requeues: u32,
     pub updated_at: Timestamp,
 }

@@ -117,10 +117,10 @@ struct RunCli {
     /// `flex`, `tch-cpu` or `cuda:N`.
     #[arg(long, default_value = "flex")]
     backend: String,
-    /// Seconds from a stop signal to the end of the checkpoint (the template's
-    /// `--signal` lead time minus a margin).
-    #[arg(long, default_value_t = 60)]
-    stop_grace_s: u64,
+    /// Seconds from a stop signal to the end of the checkpoint (default: the batch script's
+    /// `--signal` lead time, `$SFTCTL_SIGNAL_SECONDS`, less 15 s; 60 without it).
+    #[arg(long)]
+    stop_grace_s: Option<u64>,
     /// Held-out chat file(s) for the validation loss (default: `eval.jsonl` beside the data).
     #[arg(long)]
     validation: Vec<PathBuf>,
@@ -160,7 +160,10 @@ fn main() -> std::process::ExitCode {
             run_dir: a.run_dir,
             phase: a.phase,
             backend,
-            stop_grace: std::time::Duration::from_secs(a.stop_grace_s),
+            stop_grace: a.stop_grace_s.map_or_else(
+                sftctl_runtime::train::job::default_stop_grace,
+                std::time::Duration::from_secs,
+            ),
             validation: a.validation,
             cache_dir: a.cache_dir,
             keep_last: a.keep_last,

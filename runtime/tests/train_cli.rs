@@ -326,3 +326,117 @@ fn phase_two_starts_from_phase_one() {
         serde_json::from_slice(&fs_err::read(run.join("result.json")).unwrap()).unwrap();
     assert_eq!(result["samples_seen"], 48);
 }
+
+/// `phase_init = "best-val-loss"`: phase 1 validates at each checkpoint, keeps the weights of its
+/// best one by validation loss, and phase 2 starts from those weights (recorded in a
+/// `phase_started` event), with the counters continuing from phase 1's end.
+#[test]
+fn phase_two_can_start_from_phase_ones_best_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    make_model(&model);
+    let data = repo().join("examples/data/quickstart");
+    let cache = tmp.path().join("cache");
+    let go = |name: &str, init: &str| -> (PathBuf, Vec<serde_json::Value>, Vec<String>) {
+        let run = tmp.path().join(name);
+        fs_err::create_dir_all(&run).unwrap();
+        let config = serde_json::json!({
+            "format_version": 1, "run_id": name, "name": name, "sweep": "t",
+            "model": {"path": model},
+            "data": [
+                {"name": "a", "path": data.join("train.jsonl"), "phase": 1},
+                {"name": "b", "path": data.join("eval.jsonl"), "phase": 2}
+            ],
+            // A learning rate high enough that phase 1's validation loss turns up again.
+            "train": {"batch_size": 8, "lr": 3e-2, "warmup_steps": 0, "max_steps": 8,
+                      "max_seq_len": 256, "token_budget_per_gpu": 256, "checkpoint_every": 1,
+                      "phase_init": init, "strategy": "phased"},
+            "phases": [1, 2],
+        });
+        fs_err::write(run.join("config.json"), config.to_string()).unwrap();
+        let mut with_weights = Vec::new();
+        for phase in ["1", "2"] {
+            let o = bin()
+                .arg("run")
+                .arg(&run)
+                .arg("--cache-dir")
+                .arg(&cache)
+                .args(["--keep-last", "1"])
+                .env("SFTCTL_PHASE", phase)
+                .output()
+                .unwrap();
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "phase {phase}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            if phase == "1" {
+                with_weights = fs_err::read_dir(run.join("checkpoints"))
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| e.path().join("model.safetensors").is_file())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                with_weights.sort();
+            }
+        }
+        let events = lines(&run.join("events/rank-0.jsonl"));
+        (run, events, with_weights)
+    };
+
+    let (run, events, with_weights) = go("best", "best-val-loss");
+    // Phase 1's validation losses at its checkpoints (steps 1..=8).
+    let val: Vec<(u64, f64)> = lines(&run.join("validation.jsonl"))
+        .iter()
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .filter(|(s, _)| *s <= 8)
+        .collect();
+    assert_eq!(
+        val.iter().map(|v| v.0).collect::<Vec<_>>(),
+        (1..=8).collect::<Vec<_>>()
+    );
+    let best = val
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|v| v.0)
+        .unwrap();
+    assert_ne!(best, 8, "phase 1's loss fell to the end; raise lr: {val:?}");
+    let started: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "phase_started")
+        .collect();
+    assert_eq!(started.len(), 1, "{events:#?}");
+    assert_eq!(started[0]["phase"], 2);
+    assert_eq!(
+        started[0]["step"], 8,
+        "counters continue from phase 1's end"
+    );
+    assert_eq!(started[0]["init"], "best-val-loss");
+    assert_eq!(started[0]["from"], format!("checkpoints/step-{best}"));
+    // At the end of phase 1, keep-last 1 left the final checkpoint and the best one's weights.
+    let mut want = vec![format!("step-{best}"), "step-8".to_owned()];
+    want.sort();
+    assert_eq!(with_weights, want);
+
+    // The same with the default init starts from step 8, and phase 2 trains other weights.
+    let (final_run, events, with_weights) = go("final", "final");
+    assert_eq!(with_weights, vec!["step-8".to_owned()]);
+    let started: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "phase_started")
+        .collect();
+    assert_eq!(started[0]["from"], "checkpoints/step-8");
+    let first_loss_of_phase_2 = |run: &Path| {
+        lines(&run.join("metrics.jsonl"))
+            .iter()
+            .find(|m| m["step"] == 9)
+            .map(|m| m["loss"].as_f64().unwrap())
+            .unwrap()
+    };
+    assert_ne!(
+        first_loss_of_phase_2(&run),
+        first_loss_of_phase_2(&final_run),
+        "phase 2 started from the same weights"
+    );
+}

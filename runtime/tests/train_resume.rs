@@ -52,6 +52,7 @@ fn loop_settings(total: u64) -> LoopSettings {
         checkpoint_every_samples: Some(24),
         keep_last: 2,
         validate_every_steps: Some(3),
+        best_by_validation: false,
     }
 }
 
@@ -398,4 +399,145 @@ fn prune_keeps_last_k_and_weights_for_evaluation() {
             .exists()
     );
     assert_eq!(ckpts.latest_resumable().unwrap().unwrap().marker.step, 10);
+}
+
+/// Near the job's time limit the loop stops by itself (reason `Deadline`) while one more step
+/// and a checkpoint still fit, and checkpoints the step it stopped at; a deadline that has
+/// passed stops it before the first step; a distant one changes nothing.
+#[test]
+fn deadline_stops_the_loop_with_a_checkpoint() {
+    use sftctl_runtime::train::run::DEADLINE_MARGIN;
+    use std::time::Instant;
+    let total = 1_000_000;
+    let go = |deadline: Instant| {
+        let dir = tempfile::tempdir().unwrap();
+        let ckpts = Checkpoints::open(dir.path().join("c")).unwrap();
+        let mut t = trainer(1, step_settings(ScheduleKind::Constant, total));
+        t.checkpoint_estimate = Duration::ZERO;
+        let mut src = ToySource::new(42, 8, 3);
+        let stop = StopSignal::manual(Duration::from_secs(60));
+        stop.set_deadline(deadline);
+        let mut log = Log::default();
+        let started = Instant::now();
+        let mut settings = loop_settings(total);
+        settings.checkpoint_every_samples = None;
+        settings.validate_every_steps = None;
+        let out = run(
+            &mut t,
+            &mut src,
+            Progress::default(),
+            &ckpts,
+            &weights(),
+            &settings,
+            &mut SingleProcess,
+            &stop,
+            &mut log,
+        )
+        .unwrap();
+        let steps = ckpts
+            .complete()
+            .unwrap()
+            .iter()
+            .map(|c| c.marker.step)
+            .collect::<Vec<_>>();
+        (out, t.step, steps, started.elapsed(), dir)
+    };
+
+    // Passed already: no step runs, the step-0 state is checkpointed.
+    let (out, step, ckpts, ..) = go(Instant::now());
+    assert!(
+        matches!(
+            out,
+            RunOutcome::Stopped {
+                reason: StopReason::Deadline,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!((step, ckpts), (0, vec![0]));
+
+    // 300 ms of work left before the margin: the toy's steps take well under that, so the loop
+    // runs some, then stops at a step boundary with a checkpoint of that step, before the
+    // deadline itself.
+    let budget = Duration::from_millis(300);
+    let (out, step, ckpts, took, _dir) = go(Instant::now() + DEADLINE_MARGIN + budget);
+    assert!(
+        matches!(
+            out,
+            RunOutcome::Stopped {
+                reason: StopReason::Deadline,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert!(step > 0 && step < total, "stopped at step {step}");
+    assert_eq!(ckpts, vec![step]);
+    assert!(
+        took >= budget / 2,
+        "stopped after {took:?}, long before the deadline"
+    );
+    assert!(took < budget + DEADLINE_MARGIN, "stopped after {took:?}");
+}
+
+/// With `best_by_validation` every checkpoint records its validation loss, and pruning keeps the
+/// weights of the best one (a later phase starts from it) besides the newest `keep_last`.
+#[test]
+fn best_by_validation_keeps_the_best_checkpoints_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpts = Checkpoints::open(dir.path().join("c")).unwrap();
+    // A high learning rate so that the validation loss is not monotone.
+    let mut s = step_settings(ScheduleKind::Constant, 30);
+    s.schedule.peak_lr = 0.5;
+    let mut t = trainer(1, s);
+    let mut src = ToySource::new(42, 8, 3);
+    let stop = StopSignal::manual(Duration::from_secs(60));
+    let mut settings = loop_settings(30);
+    settings.keep_last = 1;
+    settings.validate_every_steps = Some(0);
+    settings.best_by_validation = true;
+    let mut log = Log::default();
+    run(
+        &mut t,
+        &mut src,
+        Progress::default(),
+        &ckpts,
+        &weights(),
+        &settings,
+        &mut SingleProcess,
+        &stop,
+        &mut log,
+    )
+    .unwrap();
+    // Validated at each checkpoint (every 3 steps) and at the end.
+    let checkpointed: Vec<u64> = log.checkpoints.clone();
+    assert_eq!(checkpointed, (1..=10).map(|i| i * 3).collect::<Vec<_>>());
+    let val: std::collections::BTreeMap<u64, f64> = log.validations.iter().copied().collect();
+    for step in &checkpointed {
+        assert!(
+            val.contains_key(step),
+            "no validation at checkpoint {step}: {val:?}"
+        );
+    }
+    let best = checkpointed
+        .iter()
+        .copied()
+        .min_by(|a, b| val[a].total_cmp(&val[b]))
+        .unwrap();
+    assert_ne!(
+        best, 30,
+        "the loss fell to the end; raise the learning rate: {val:?}"
+    );
+    let kept: Vec<(u64, bool, Option<f64>)> = ckpts
+        .complete()
+        .unwrap()
+        .iter()
+        .map(|c| (c.marker.step, c.resumable, c.marker.validation_loss))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![(best, false, Some(val[&best])), (30, true, Some(val[&30]))],
+        "{val:?}"
+    );
 }

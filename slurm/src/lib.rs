@@ -167,6 +167,24 @@ impl Slurm {
         Ok(())
     }
 
+    /// Time left before `job` reaches its time limit (`squeue -o %L`); `None` when the job has
+    /// no limit or squeue no longer knows it.
+    pub fn time_left(&self, job: &JobId) -> Result<Option<std::time::Duration>> {
+        let a = vec![
+            "-h".to_owned(),
+            "-j".to_owned(),
+            job.to_string(),
+            "-o".to_owned(),
+            "%L".to_owned(),
+        ];
+        let out = self.run("squeue", &a, None)?;
+        if !out.exit.ok() && out.stderr.contains("Invalid job id") {
+            return Ok(None);
+        }
+        let out = out.success()?;
+        Ok(out.stdout.lines().find_map(parse::duration))
+    }
+
     /// `scancel` of these jobs, in one call.
     pub fn scancel(&self, jobs: &[JobId]) -> Result<()> {
         if jobs.is_empty() {

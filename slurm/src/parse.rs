@@ -34,6 +34,33 @@ pub struct AcctRow {
     pub name: String,
 }
 
+/// A Slurm duration as squeue/sacct print it: `[days-]hours:minutes:seconds`, `minutes:seconds`
+/// or `days-hours[:minutes]`. `None` for `UNLIMITED`, `INVALID`, `NOT_SET` and anything else.
+pub fn duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let (days, rest) = match text.split_once('-') {
+        Some((d, r)) => (d.parse::<u64>().ok()?, r),
+        None => (0, text),
+    };
+    let parts: Vec<u64> = rest
+        .split(':')
+        .map(|p| p.parse::<u64>().ok())
+        .collect::<Option<_>>()?;
+    let (h, m, s) = match (text.contains('-'), parts.as_slice()) {
+        (_, [h, m, s]) => (*h, *m, *s),
+        (true, [h, m]) => (*h, *m, 0),
+        (true, [h]) => (*h, 0, 0),
+        (false, [m, s]) => (0, *m, *s),
+        _ => return None,
+    };
+    if m >= 60 || s >= 60 {
+        return None;
+    }
+    Some(std::time::Duration::from_secs(
+        ((days * 24 + h) * 60 + m) * 60 + s,
+    ))
+}
+
 /// The job id printed by `sbatch --parsable` (`7` or `7;cluster`).
 pub fn sbatch_parsable(stdout: &str) -> Option<JobId> {
     let line = stdout.lines().map(str::trim).find(|l| !l.is_empty())?;
@@ -98,6 +125,29 @@ pub fn accounting_disabled(stderr: &str) -> bool {
 mod tests {
     use super::*;
     use crate::ids::ArrayPart;
+
+    #[test]
+    fn duration_table() {
+        let table: &[(&str, Option<u64>)] = &[
+            ("0:45", Some(45)),
+            ("4:59", Some(299)),
+            ("1:00:00", Some(3600)),
+            ("12:03:07", Some(43387)),
+            ("2-00:00:00", Some(172_800)),
+            ("1-02:03:04", Some(93784)),
+            ("1-02", Some(93600)),
+            ("1-02:30", Some(95400)),
+            ("UNLIMITED", None),
+            ("INVALID", None),
+            ("NOT_SET", None),
+            ("", None),
+            ("1:75", None),
+            ("-1:00", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(duration(text).map(|d| d.as_secs()), *want, "{text:?}");
+        }
+    }
 
     #[test]
     fn sbatch_output_table() {

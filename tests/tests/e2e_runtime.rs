@@ -451,5 +451,129 @@ fn preempted_slurm_job_checkpoints_requeues_and_resumes_bit_exactly() {
     // the checkpoint.
     let stops = preempted_run("pre-grace", STEPS, WARMUP, false, &[25], &expected);
     assert!((25..STEPS).contains(&stops[0]), "stop at step {}", stops[0]);
+    preempted_local_run(&expected);
     eprintln!("preemption test: {:.1?}", t0.elapsed());
+}
+
+/// The same preemption through the local executor: USR1 to the job's batch shell makes the
+/// trainer checkpoint and exit 75, and the executor starts the script again (as Slurm does for a
+/// requeue), which resumes and ends bit-identical to the uninterrupted run.
+fn preempted_local_run(expected: &FinalState) {
+    const STEPS: u64 = 60;
+    let (sb, spec) = quickstart("pre-local", STEPS as u32, 10, 20, false);
+    sb.ok(&["submit", &spec, "--executor", "local"]);
+    let dir = run_dir(&sb, "pre-local");
+    let start = Instant::now();
+    let job = loop {
+        let jobs: Vec<serde_json::Value> = fs_err::read_dir(dir.join("local"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| fs_err::read_to_string(e.path()).ok())
+                    .filter_map(|t| serde_json::from_str(&t).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let [j] = jobs.as_slice()
+            && j["state"] == "running"
+            && lines(&dir.join("metrics.jsonl")).len() >= 5
+        {
+            break j.clone();
+        }
+        assert!(
+            start.elapsed() < T,
+            "the local job never ran 5 steps:\n{}",
+            job_logs(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let pid = job["pid"]
+        .as_u64()
+        .expect("pid of the batch shell")
+        .to_string();
+    let o = Command::new("kill").args(["-USR1", &pid]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let s = check_completed(&sb, &spec, "pre-local", STEPS).1;
+    assert_eq!(only_run(&s)["state"], "completed", "{s:#}");
+    let job_file = dir
+        .join("local")
+        .join(format!("{}.json", job["job_id"].as_str().unwrap()));
+    let after: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(&job_file).unwrap()).unwrap();
+    assert_eq!(after["requeues"], 1, "{after:#}");
+    assert_eq!(after["state"], "completed", "{after:#}");
+    let attempts = attempts(&dir);
+    assert_eq!(attempts.len(), 2, "{attempts:#?}\n{}", job_logs(&dir));
+    let stopped = attempts[1]["resumed_from_step"].as_u64().unwrap();
+    assert!((5..STEPS).contains(&stopped), "resumed from step {stopped}");
+    final_state(&dir, STEPS).assert_same(expected, "the uninterrupted run");
+}
+
+/// A job with a one-minute time limit stops by itself before the limit: rank 0 asked Slurm for
+/// the time left (`squeue -o %L`), and once one more step plus a checkpoint would not fit, the
+/// trainer checkpoints, records `preempted` with signal `deadline` and requeues its job, whose
+/// next attempt resumes from that checkpoint. The `--signal` lead (10 s here) is not what stops it.
+#[test]
+fn job_stops_itself_before_its_time_limit() {
+    let Some(_lock) = lock_cluster() else { return };
+    let (sb, spec) = quickstart("deadline", 100_000, 0, 2, false);
+    let text = fs_err::read_to_string(sb.path().join(&spec)).unwrap();
+    let text = text
+        .replacen(
+            "time = \"00:10:00\"",
+            "time = \"1\"\nsignal_seconds = 10",
+            1,
+        )
+        .replacen("epochs = 2", "epochs = 10000", 1);
+    assert!(text.contains("epochs = 10000"), "{text}");
+    assert!(text.contains("signal_seconds = 10"), "{text}");
+    sb.write(&spec, &text);
+    let out = sb.ok(&["submit", &spec]);
+    let job = out.split_whitespace().next().expect("job id").to_owned();
+    let dir = run_dir(&sb, "deadline");
+    let script = fs_err::read_to_string(dir.join("job.sh")).unwrap();
+    assert!(script.contains("--signal=B:USR1@10"), "{script}");
+    let start = Instant::now();
+    let events = dir.join("events/rank-0.jsonl");
+    let event = loop {
+        if let Some(e) = lines(&events)
+            .into_iter()
+            .find(|e| e["kind"] == "preempted")
+        {
+            break e;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no preempted event within 120 s:\n{}",
+            job_logs(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let took = start.elapsed();
+    assert_eq!(event["signal"], "deadline", "{event}\n{}", job_logs(&dir));
+    let step = event["step"].as_u64().unwrap();
+    assert!(step > 0, "{event}");
+    assert!(
+        dir.join(format!("checkpoints/step-{step}/COMPLETE"))
+            .is_file(),
+        "{}",
+        job_logs(&dir)
+    );
+    // Stopped with the margin to spare: well before the 60 s limit (and its 10 s warning).
+    assert!(took < Duration::from_secs(55), "stopped after {took:?}");
+    // The job requeued itself; start it now and see the next attempt resume from that step.
+    while attempts(&dir).len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "no second attempt:\n{}",
+            job_logs(&dir)
+        );
+        let _ = Command::new("scontrol")
+            .args(["update", &format!("jobid={job}"), "StartTime=now"])
+            .output();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(attempts(&dir)[1]["resumed_from_step"], step);
+    sb.ok(&["cancel", &spec]);
+    eprintln!("stopped itself at step {step} after {took:.1?}");
 }

@@ -67,8 +67,8 @@ type Entry = (usize, String, u32, Option<String>);
 struct Slot {
     /// Remaining entries of this run: its phases in order, then its evaluations.
     rest: VecDeque<Entry>,
-    /// The running entry: its index, run id, whether it is an evaluation, the process.
-    current: Option<(usize, String, bool, Child)>,
+    /// The running entry: its index, run id, phase, evaluation, the process.
+    current: Option<(usize, String, u32, Option<String>, Child)>,
 }
 
 fn update(
@@ -137,6 +137,39 @@ fn start(
     Ok(Some(child))
 }
 
+/// The trainer's "stopped after a checkpoint, requeue me" status (`EX_TEMPFAIL`, docs/training.md).
+const REQUEUE_EXIT: u8 = 75;
+
+/// Requeues a local job has before an exit 75 counts as a failure (Slurm bounds requeues too;
+/// a job that asks this often is being stopped by something that will not go away).
+const MAX_REQUEUES: u32 = 100;
+
+/// A job exited 75: unless it was cancelled or has used up its requeues, start its script again
+/// (the trainer resumes from the checkpoint it just wrote), as Slurm does for `scontrol requeue`.
+fn requeue(
+    sweep: &SweepDir,
+    token: &str,
+    idx: usize,
+    run_id: &str,
+    phase: u32,
+) -> anyhow::Result<Option<Child>> {
+    let job_id = format!("local-{token}-{idx}");
+    let Some(j) = sweep.run(run_id).read_local_job(&job_id)? else {
+        return Ok(None);
+    };
+    if j.state == LocalState::Cancelled || j.requeues >= MAX_REQUEUES {
+        return Ok(None);
+    }
+    let n = j.requeues + 1;
+    update(sweep, run_id, &job_id, |j| {
+        j.state = LocalState::Pending;
+        j.requeues = n;
+        j.exit_code = Some(i32::from(REQUEUE_EXIT));
+    })?;
+    eprintln!("sftctl: {job_id}: exit {REQUEUE_EXIT}, requeue {n} of at most {MAX_REQUEUES}");
+    start(sweep, token, idx, run_id, phase, None)
+}
+
 /// Runs every entry of a local batch; returns when all are done.
 pub fn run_batch(sweep: &SweepDir, token: &str, parallel: usize) -> anyhow::Result<()> {
     let path = sweep.batch_path(token);
@@ -175,15 +208,22 @@ pub fn run_batch(sweep: &SweepDir, token: &str, parallel: usize) -> anyhow::Resu
             if slot.current.is_none() {
                 while let Some((i, run, phase, eval)) = slot.rest.pop_front() {
                     if let Some(child) = start(sweep, token, i, &run, phase, eval.as_deref())? {
-                        slot.current = Some((i, run, eval.is_some(), child));
+                        slot.current = Some((i, run, phase, eval, child));
                         break;
                     }
                 }
                 continue;
             }
-            let (i, run, is_eval, child) = slot.current.as_mut().expect("checked");
+            let (i, run, phase, eval, child) = slot.current.as_mut().expect("checked");
             if let Some(status) = child.try_wait()? {
                 let job_id = format!("local-{token}-{i}");
+                if status.code() == Some(i32::from(REQUEUE_EXIT))
+                    && eval.is_none()
+                    && let Some(again) = requeue(sweep, token, *i, run, *phase)?
+                {
+                    *child = again;
+                    continue;
+                }
                 let ok = status.success();
                 update(sweep, run, &job_id, |j| {
                     if j.state != LocalState::Cancelled {
@@ -196,7 +236,7 @@ pub fn run_batch(sweep: &SweepDir, token: &str, parallel: usize) -> anyhow::Resu
                     j.exit_code = status.code();
                     j.signal = status.signal().map(|s| s.to_string());
                 })?;
-                if !ok && !*is_eval {
+                if !ok && eval.is_none() {
                     // Later phases and the evaluations of a failed run do not start (as with
                     // `afterok`); a failed evaluation stops nothing.
                     for (k, r, _, _) in slot.rest.drain(..) {

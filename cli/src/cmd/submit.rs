@@ -730,6 +730,7 @@ fn submit_local(
             pid: None,
             exit_code: None,
             signal: None,
+            requeues: 0,
             updated_at: Timestamp::now(),
         })?;
         match &e.eval {

@@ -104,6 +104,9 @@ pub struct TrainState {
     pub rng: serde_json::Value,
     /// The model's float parameters in the order their optimizer state is keyed by.
     pub params: Vec<ParamEntry>,
+    /// Validation loss of these weights, when the loop measured it at this step.
+    #[serde(default)]
+    pub validation_loss: Option<f64>,
 }
 
 /// The content of the `COMPLETE` marker: the ledger's `CheckpointMarker` (docs/ledger.md)
@@ -122,6 +125,13 @@ pub struct Marker {
     pub bytes: Vec<u64>,
     /// Seconds it took to write.
     pub write_seconds: f64,
+    /// Phase of a phased run the checkpoint belongs to.
+    #[serde(default)]
+    pub phase: u32,
+    /// Validation loss of the weights, when measured at this step (a phase can start from its
+    /// predecessor's best).
+    #[serde(default)]
+    pub validation_loss: Option<f64>,
 }
 
 /// A complete checkpoint found on disk.
@@ -276,6 +286,8 @@ impl Checkpoints {
                 .unwrap_or_default(),
             bytes: sizes,
             write_seconds: started.elapsed().as_secs_f64(),
+            phase: state.phase,
+            validation_loss: state.validation_loss,
         };
         let marker_tmp = dir.join(format!(".{MARKER}.tmp"));
         let json = serde_json::to_vec_pretty(&marker).map_err(|source| CheckpointError::Json {

@@ -26,8 +26,10 @@ use crate::train::checkpoint::{CheckpointInfo, Checkpoints, read_state};
 use crate::train::data::{PackedSource, pack_all};
 use crate::train::llama::HfWeights;
 use crate::train::optim::{AdamWSettings, with_stable_param_ids};
-use crate::train::preempt::{StopReason, StopSignal};
-use crate::train::run::{LoopSettings, Observer, Progress, RunOutcome, resume, run};
+use crate::train::preempt::StopSignal;
+use crate::train::run::{
+    DEADLINE_MARGIN, LoopSettings, Observer, Progress, RunOutcome, resume, run,
+};
 use crate::train::schedule::{LrSchedule, ScheduleKind};
 use crate::train::step::{StepSettings, StepStats, Trainer};
 
@@ -55,6 +57,48 @@ impl JobExit {
             JobExit::Internal => 2,
             JobExit::Diverged => 3,
             JobExit::Requeue => REQUEUE_EXIT,
+        }
+    }
+}
+
+/// The stop grace when `--stop-grace-s` is not given: the batch script's `--signal` lead time
+/// (`SFTCTL_SIGNAL_SECONDS`, exported by the template) less [`DEADLINE_MARGIN`], at least half
+/// of it; 60 s outside such a script.
+pub fn default_stop_grace() -> Duration {
+    match std::env::var("SFTCTL_SIGNAL_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(lead) => {
+            let lead = Duration::from_secs(lead);
+            lead.saturating_sub(DEADLINE_MARGIN).max(lead / 2)
+        }
+        None => Duration::from_secs(60),
+    }
+}
+
+/// A first checkpoint's write time before any was measured: weights and both Adam moments in
+/// fp32 (12 bytes a parameter) at 200 MB/s, a conservative rate for a shared filesystem.
+fn checkpoint_estimate_for(params: usize) -> Duration {
+    Duration::from_secs_f64((params as f64 * 12.0 / 200e6).max(5.0))
+}
+
+/// Under Slurm, the job's end (now + `squeue -o %L`), asked by rank 0 once at start: the loop
+/// stops on its own while a step and a checkpoint still fit (`StopReason::Deadline`).
+fn slurm_deadline() -> Option<Instant> {
+    let job: sftctl_slurm::JobId = std::env::var("SLURM_JOB_ID").ok()?.parse().ok()?;
+    let asked = Instant::now();
+    match sftctl_slurm::Slurm::from_env().time_left(&job) {
+        Ok(Some(left)) => {
+            tracing::info!(job = %job, left_s = left.as_secs(), "time limit");
+            Some(asked + left)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(
+                "time left of job {job} unknown (only the --signal warning stops it): {e}"
+            );
+            None
         }
     }
 }
@@ -131,6 +175,8 @@ struct TrainKeys {
     // issue 9 (docs/gpu.md): memory-saving switches of the step.
     ce_chunk_tokens: u64,
     activation_checkpointing: String,
+    // phase k's starting point: `final` or `best-val-loss`.
+    phase_init: String,
 }
 
 impl Default for TrainKeys {
@@ -153,6 +199,7 @@ impl Default for TrainKeys {
             eval_every: 0,
             ce_chunk_tokens: 0,
             activation_checkpointing: "none".into(),
+            phase_init: "final".into(),
         }
     }
 }
@@ -321,6 +368,8 @@ fn default_validation(data: &[&DataRef]) -> Vec<PathBuf> {
 }
 
 struct Prepared {
+    /// The event that links a new phase to the checkpoint it starts from.
+    phase_start: Option<EventKind>,
     trainer: Trainer<CausalLm>,
     source: PackedSource,
     weights: HfWeights,
@@ -328,6 +377,8 @@ struct Prepared {
     settings: LoopSettings,
     progress: Progress,
     resumed_from: u64,
+    /// Seconds the newest checkpoint took to write, when there is one.
+    checkpoint_measured: Option<f64>,
     last_phase: bool,
     data_sha: std::collections::BTreeMap<String, String>,
 }
@@ -453,6 +504,8 @@ fn prepare(
     // (a new phase), or the base model.
     let latest = checkpoints.latest_resumable()?;
     let latest_state = latest.as_ref().map(read_state).transpose()?;
+    let checkpoint_measured = latest.as_ref().map(|c| c.marker.write_seconds);
+    let mut phase_start = None;
     let (trainer, source, progress, resumed_from) = match (latest, latest_state) {
         (Some(info), Some(state)) if state.phase == phase => {
             let model = with_stable_param_ids(
@@ -469,10 +522,31 @@ fn prepare(
             (trainer, source, progress, from)
         }
         (Some(info), Some(state)) if state.phase < phase => {
+            // The weights: the previous phase's final checkpoint, or its best by validation
+            // loss. The counters (step, samples, tokens) continue from its end either way: they
+            // count the work done, and step numbers never repeat in the ledger.
+            let from = match t.phase_init.as_str() {
+                "best-val-loss" => {
+                    let complete = checkpoints.complete()?;
+                    let best = crate::train::run::best_by_validation(&complete);
+                    complete
+                        .into_iter()
+                        .find(|c| c.marker.phase == state.phase && best.contains(&c.dir))
+                        .with_context(|| {
+                            format!(
+                                "phase {phase} starts from phase {}'s best checkpoint by \
+                                 validation loss, but none of its checkpoints in `{}` has one",
+                                state.phase,
+                                checkpoints.root().display()
+                            )
+                        })?
+                }
+                _ => info.clone(),
+            };
             let model = with_stable_param_ids(
                 weights
-                    .load(&info.dir)
-                    .map_err(|e| anyhow::anyhow!("checkpoint `{}`: {e}", info.dir.display()))?,
+                    .load(&from.dir)
+                    .map_err(|e| anyhow::anyhow!("checkpoint `{}`: {e}", from.dir.display()))?,
             );
             let mut trainer = Trainer::new(model, step_settings, device.clone());
             trainer.step = state.step;
@@ -480,9 +554,21 @@ fn prepare(
             tracing::info!(
                 from_phase = state.phase,
                 step = state.step,
+                init = %t.phase_init,
                 "phase {phase} starts from `{}`",
-                info.dir.display()
+                from.dir.display()
             );
+            phase_start = Some(EventKind::PhaseStarted {
+                phase,
+                step: state.step,
+                from: from
+                    .dir
+                    .strip_prefix(&args.run_dir)
+                    .unwrap_or(&from.dir)
+                    .display()
+                    .to_string(),
+                init: t.phase_init.clone(),
+            });
             let progress = Progress {
                 step: state.step,
                 samples_seen: state.samples_seen,
@@ -511,6 +597,9 @@ fn prepare(
         }
     };
     let mut trainer = trainer;
+    if let Some(w) = checkpoint_measured {
+        trainer.checkpoint_estimate = Duration::from_secs_f64(w.max(0.01) * 1.5);
+    }
     trainer.lean = crate::model::LeanOptions {
         ce_chunk_tokens: (t.ce_chunk_tokens > 0).then_some(t.ce_chunk_tokens as usize),
         checkpoint_blocks: t.activation_checkpointing == "blocks",
@@ -525,9 +614,21 @@ fn prepare(
         } else {
             None
         },
+        best_by_validation: false,
     };
     let last_phase = config.phases.iter().max().is_none_or(|&p| p <= phase);
+    let mut settings = settings;
+    if t.phase_init == "best-val-loss" && !last_phase {
+        if settings.validate_every_steps.is_none() {
+            bail!(user(format!(
+                "phase_init = \"best-val-loss\" needs validation data for phase {phase} \
+                 (an eval.jsonl beside its data, or --validation)"
+            )));
+        }
+        settings.best_by_validation = true;
+    }
     Ok(Prepared {
+        phase_start,
         trainer,
         source,
         weights,
@@ -535,6 +636,7 @@ fn prepare(
         settings,
         progress,
         resumed_from,
+        checkpoint_measured,
         last_phase,
         data_sha,
     })
@@ -660,6 +762,14 @@ fn train_run(args: &RunArgs, rank_env: &RankEnv, writer: &mut Records) -> anyhow
     let (rank, world_size) = (collective.rank(), collective.world_size());
 
     let mut p = prepare(args, &config, phase, rank, world_size)?;
+    if p.checkpoint_measured.is_none() {
+        p.trainer.checkpoint_estimate = checkpoint_estimate_for(p.trainer.model.param_count());
+    }
+    if rank == 0
+        && let Some(deadline) = slurm_deadline()
+    {
+        stop.set_deadline(deadline);
+    }
     let job = job_id().unwrap_or_else(|| format!("pid-{}", std::process::id()));
     let attempt: u32 = std::env::var("SLURM_RESTART_COUNT")
         .ok()
@@ -689,6 +799,9 @@ fn train_run(args: &RunArgs, rank_env: &RankEnv, writer: &mut Records) -> anyhow
         ),
         resumed_from_step: p.resumed_from,
     })?;
+    if let Some(event) = p.phase_start.take() {
+        writer.event(event)?;
+    }
     writer.heartbeat(p.progress.step)?;
     tracing::info!(
         run = %config.run_id,
@@ -768,11 +881,7 @@ fn train_run(args: &RunArgs, rank_env: &RankEnv, writer: &mut Records) -> anyhow
             Ok(JobExit::Completed)
         }
         RunOutcome::Stopped { reason, checkpoint } => {
-            let signal = match reason {
-                StopReason::Warning => "USR1",
-                StopReason::Terminate => "TERM",
-                StopReason::Requested => "request",
-            };
+            let signal = reason.name();
             tracing::warn!(
                 step = p.trainer.step,
                 signal,

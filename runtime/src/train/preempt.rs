@@ -17,12 +17,28 @@ pub enum StopReason {
     Terminate,
     /// Asked by code (tests, a step budget).
     Requested,
+    /// The job's time limit is near: another step plus a checkpoint, at their measured times,
+    /// would not fit before it (docs/training.md, "Preemption and requeue").
+    Deadline,
+}
+
+impl StopReason {
+    /// The name recorded in the `preempted` event.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopReason::Warning => "USR1",
+            StopReason::Terminate => "TERM",
+            StopReason::Requested => "request",
+            StopReason::Deadline => "deadline",
+        }
+    }
 }
 
 const NONE: usize = 0;
 const WARNING: usize = 1;
 const TERMINATE: usize = 2;
 const REQUESTED: usize = 3;
+const DEADLINE: usize = 4;
 
 /// A stop flag set by signals (or by code) and the time the loop has left to act on it.
 #[derive(Debug, Clone)]
@@ -30,6 +46,7 @@ pub struct StopSignal {
     flag: Arc<AtomicUsize>,
     seen: Arc<Mutex<Option<Instant>>>,
     grace: Duration,
+    deadline: Arc<Mutex<Option<Instant>>>,
 }
 
 impl StopSignal {
@@ -40,6 +57,7 @@ impl StopSignal {
             flag: Arc::new(AtomicUsize::new(NONE)),
             seen: Arc::new(Mutex::new(None)),
             grace,
+            deadline: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -58,12 +76,33 @@ impl StopSignal {
             .compare_exchange(NONE, REQUESTED, Ordering::SeqCst, Ordering::SeqCst);
     }
 
+    /// The job ends (is killed) at `at`: from now on [`StopSignal::check_deadline`] requests a
+    /// stop when the work still to do would not fit before it.
+    pub fn set_deadline(&self, at: Instant) {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+    }
+
+    /// Requests a stop (reason [`StopReason::Deadline`]) when `needed` from now would pass the
+    /// deadline; true when a stop is pending for any reason.
+    pub fn check_deadline(&self, needed: Duration) -> bool {
+        let deadline = *self.deadline.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = deadline
+            && Instant::now() + needed >= at
+        {
+            let _ = self
+                .flag
+                .compare_exchange(NONE, DEADLINE, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        self.flag.load(Ordering::SeqCst) != NONE
+    }
+
     /// The pending request, if any. The first call that sees it starts the grace period.
     pub fn requested(&self) -> Option<StopReason> {
         let reason = match self.flag.load(Ordering::SeqCst) {
             WARNING => StopReason::Warning,
             TERMINATE => StopReason::Terminate,
             REQUESTED => StopReason::Requested,
+            DEADLINE => StopReason::Deadline,
             _ => return None,
         };
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());

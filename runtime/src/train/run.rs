@@ -73,6 +73,10 @@ pub struct LoopSettings {
     pub keep_last: usize,
     /// Validate every this many steps (and at the end).
     pub validate_every_steps: Option<u64>,
+    /// Validate at every checkpoint too, record the loss with it, and keep the weights of each
+    /// phase's best checkpoint by validation loss (a later phase starts from it).
+    #[serde(default)]
+    pub best_by_validation: bool,
 }
 
 /// How the loop ended.
@@ -170,6 +174,7 @@ fn save<M: PackedLm, O: Observer>(
     checkpoints: &Checkpoints,
     settings: &LoopSettings,
     collective: &dyn Collective,
+    validation_loss: Option<f64>,
 ) -> Result<Option<CheckpointInfo>, LoopError> {
     if collective.rank() != 0 {
         return Ok(None);
@@ -188,17 +193,30 @@ fn save<M: PackedLm, O: Observer>(
         // random state advances during training.
         rng: serde_json::Value::Null,
         params: param_entries(&trainer.model),
+        validation_loss,
     };
     let info = checkpoints.write(&trainer.model, weights, &trainer.optimizer, &state)?;
-    // The newest `keep_last` survive whole; older ones keep their weights (only) while an
-    // evaluation of the run's `config.json` still has to score them.
-    let keep = crate::eval::required::keep_for_evals(checkpoints.root());
-    checkpoints.prune(settings.keep_last.max(1), &keep)?;
+    // Older checkpoints lose their weights too, except each phase's best by validation loss
+    // when a later phase may start from it, and those an evaluation of the run's `config.json`
+    // still has to score.
+    let best = if settings.best_by_validation {
+        best_by_validation(&checkpoints.complete()?)
+    } else {
+        Vec::new()
+    };
+    let for_evals = crate::eval::required::keep_for_evals(checkpoints.root());
+    checkpoints.prune(settings.keep_last.max(1), &|c| {
+        best.contains(&c.dir) || for_evals(c)
+    })?;
     trainer.checkpoint_estimate = started.elapsed().mul_f64(1.5);
     // Every checkpoint is reported here, whichever path wrote it (periodic, stop, end).
     observer.checkpoint(&info, progress);
     Ok(Some(info))
 }
+
+/// Time kept free between the end of the stop checkpoint and the job's time limit: the exit,
+/// the requeue command and Slurm's kill signal delivery.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(15);
 
 /// Run optimizer steps until `settings.total_steps`, the data ends, a stop is agreed, or the
 /// run diverges.
@@ -222,9 +240,17 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
         .map(|c| c.marker.step)
         .filter(|&s| s == trainer.step);
     let mut last_validated_step: Option<u64> = None;
+    let mut last_validation: Option<f64> = None;
+    // The slowest recent step, decaying: what the next step is expected to take at most.
+    let mut step_estimate = Duration::ZERO;
     // Every rank must start from the same parameters (and stay so: checked every N steps).
     crate::collective::replicas::verify(&trainer.model, collective, trainer.step)?;
     loop {
+        // Near the job's time limit (rank 0 knows it under Slurm), stop while one more step
+        // and a checkpoint, at their measured times, still fit.
+        stop.check_deadline(
+            step_estimate.mul_f64(1.5) + trainer.checkpoint_estimate + DEADLINE_MARGIN,
+        );
         // The agreed stop check at the step boundary.
         let local = stop.requested();
         if collective.any(local.is_some())? {
@@ -244,6 +270,7 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
                 checkpoints,
                 settings,
                 collective,
+                None,
             )?;
             return Ok(RunOutcome::Stopped {
                 reason: local.unwrap_or(StopReason::Requested),
@@ -260,6 +287,9 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
         };
         match trainer.step(&batch.micro_batches, batch.agree_points, collective, stop)? {
             StepOutcome::Completed(stats) => {
+                step_estimate = step_estimate
+                    .mul_f64(0.95)
+                    .max(Duration::from_secs_f64(stats.seconds.max(0.0)));
                 let prev_samples = progress.samples_seen;
                 progress.step = trainer.step;
                 progress.samples_seen += stats.samples;
@@ -275,14 +305,20 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
                     && every > 0
                     && trainer.step.is_multiple_of(every)
                 {
-                    validate(trainer, source, collective, observer)?;
+                    last_validation = validate(trainer, source, collective, observer)?;
                     last_validated_step = Some(trainer.step);
                 }
                 if let Some(every) = settings.checkpoint_every_samples
                     && every > 0
                     && prev_samples / every < progress.samples_seen / every
                 {
+                    if settings.best_by_validation && last_validated_step != Some(trainer.step) {
+                        last_validation = validate(trainer, source, collective, observer)?;
+                        last_validated_step = Some(trainer.step);
+                    }
                     let sampler = source.state();
+                    let loss =
+                        last_validation.filter(|_| last_validated_step == Some(trainer.step));
                     save(
                         trainer,
                         observer,
@@ -292,6 +328,7 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
                         checkpoints,
                         settings,
                         collective,
+                        loss,
                     )?;
                     last_saved_step = Some(trainer.step);
                 }
@@ -307,6 +344,7 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
                     checkpoints,
                     settings,
                     collective,
+                    None,
                 )?;
                 return Ok(RunOutcome::Stopped {
                     reason: stop.requested().unwrap_or(StopReason::Requested),
@@ -323,12 +361,14 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
         }
     }
     if settings.validate_every_steps.is_some() && last_validated_step != Some(trainer.step) {
-        validate(trainer, source, collective, observer)?;
+        last_validation = validate(trainer, source, collective, observer)?;
+        last_validated_step = Some(trainer.step);
     }
     let checkpoint = if last_saved_step == Some(trainer.step) {
         checkpoints.latest_resumable()?
     } else {
         let sampler = source.state();
+        let loss = last_validation.filter(|_| last_validated_step == Some(trainer.step));
         save(
             trainer,
             observer,
@@ -338,22 +378,44 @@ pub fn run<M: PackedLm, S: BatchSource, O: Observer>(
             checkpoints,
             settings,
             collective,
+            loss,
         )?
     };
     Ok(RunOutcome::Completed { last, checkpoint })
 }
 
+/// The validation loss over every rank's share of the held-out set (`None` when it is empty).
 fn validate<M: PackedLm, S: BatchSource, O: Observer>(
     trainer: &Trainer<M>,
     source: &S,
     collective: &mut dyn Collective,
     observer: &mut O,
-) -> Result<(), LoopError> {
+) -> Result<Option<f64>, LoopError> {
     let (sum, count) = trainer.evaluate(source.validation());
     let sum = collective.all_reduce_sum_f64(sum)?;
     let count = collective.all_reduce_sum_u64(count)?;
-    if count > 0 {
-        observer.validation(trainer.step, sum / count as f64, count);
+    if count == 0 {
+        return Ok(None);
     }
-    Ok(())
+    let loss = sum / count as f64;
+    observer.validation(trainer.step, loss, count);
+    Ok(Some(loss))
+}
+
+/// Of each phase's checkpoints with a validation loss, the one with the lowest (the earliest of
+/// equals): the directories, one per phase.
+pub fn best_by_validation(complete: &[CheckpointInfo]) -> Vec<std::path::PathBuf> {
+    let mut best: std::collections::BTreeMap<u32, (f64, &CheckpointInfo)> = Default::default();
+    for c in complete {
+        let Some(loss) = c.marker.validation_loss.filter(|l| l.is_finite()) else {
+            continue;
+        };
+        match best.get(&c.marker.phase) {
+            Some((b, _)) if *b <= loss => {}
+            _ => {
+                best.insert(c.marker.phase, (loss, c));
+            }
+        }
+    }
+    best.into_values().map(|(_, c)| c.dir.clone()).collect()
 }
