@@ -521,3 +521,25 @@ fn evaluation_arrays_wait_for_the_last_phase_task_by_task() {
     })
     .unwrap();
 }
+
+#[test]
+fn a_built_in_evaluation_runs_inside_the_training_job() {
+    let (sb, spec) = sweep_with_evals("evals-inside", "local");
+    let text = fs_err::read_to_string(sb.path().join(&spec)).unwrap();
+    let text = text.replacen("shots = 1\n", "shots = 1\nwhere = \"training-job\"\n", 1);
+    sb.write(&spec, &text);
+    let out = sb.ok(&["submit", &spec, "--wait"]);
+    // Training and the command evaluation's job; the built-in one has no job of its own.
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(!out.contains("eval:mmlu"), "{out}");
+    let s = sb.status(&spec);
+    assert_eq!(s["runs"][0]["evals"].as_array().unwrap().len(), 1, "{s:#}");
+    let dir = check_scored(&sb, &spec, "evals-inside");
+    let train_log = fs_err::read_dir(dir.join("logs"))
+        .unwrap()
+        .flatten()
+        .find(|e| !e.file_name().to_string_lossy().starts_with("eval-"))
+        .map(|e| fs_err::read_to_string(e.path()).unwrap())
+        .unwrap();
+    assert!(train_log.contains("mmlu step 4: acc"), "{train_log}");
+}
