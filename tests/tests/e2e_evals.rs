@@ -447,3 +447,99 @@ fn a_refused_eval_sbatch_is_completed_by_the_next_submit_and_cancel_reaches_eval
     }
     check_scored(&sb, &spec, "evals-refused");
 }
+
+#[test]
+fn evaluation_arrays_wait_for_the_last_phase_task_by_task() {
+    let Some(_lock) = lock_cluster() else { return };
+    let sb = Sandbox::new(true);
+    let spec = "phased.toml";
+    sb.write(
+        spec,
+        &spec_text(
+            "phased-evals",
+            "[env]\nvars = { SFT_STEPS = \"30\", SFT_STEP_S = \"1\" }\n[train]\nstrategy = \"phased\"\n[grid]\nseed = [0, 1]\n\
+             [[data]]\nname = \"general\"\npath = \"a.jsonl\"\nphase = 1\n[[data]]\nname = \"domain\"\npath = \"b.jsonl\"\nphase = 2\n\
+             [[eval]]\nname = \"lm\"\nkind = \"command\"\ncommand = [\"true\", \"{model}\", \"{output}\"]\n",
+        ),
+    );
+    let out = sb.ok(&["submit", spec]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 6, "{out}");
+    let array = |l: &str| l.split('_').next().unwrap().to_owned();
+    let (phase1, phase2, eval) = (array(lines[0]), array(lines[2]), array(lines[4]));
+    assert!(
+        lines[4].ends_with("\teval:lm") && lines[5].ends_with("\teval:lm"),
+        "{out}"
+    );
+    let batches: Vec<String> =
+        fs_err::read_dir(sb.path().join("ledger/sweeps/phased-evals/batches"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .map(|e| fs_err::read_to_string(e.path()).unwrap())
+            .collect();
+    for (job, after) in [(&phase2, &phase1), (&eval, &phase2)] {
+        assert!(
+            batches.iter().any(|b| b.contains(&format!("\"{job}\""))
+                && b.contains(&format!("--dependency=aftercorr:{after}"))),
+            "{job} after {after}: {batches:?}"
+        );
+    }
+    // Slurm fills in the reason on its next scheduling pass.
+    let mut reason = String::new();
+    for _ in 0..40 {
+        let o = Command::new("squeue")
+            .args(["-h", "-r", "-j", &format!("{eval}_0"), "-o", "%r"])
+            .output()
+            .unwrap();
+        reason = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+        if reason == "Dependency" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(reason, "Dependency");
+    let s = sb.status(spec);
+    for r in s["runs"].as_array().unwrap() {
+        assert_eq!(r["evals"][0]["state"], "pending", "{s:#}");
+        assert!(
+            r["evals"][0]["job_id"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{eval}_"))
+        );
+    }
+    let cancelled = sb.ok(&["cancel", spec]);
+    // Both phases of both runs, and both evaluation tasks.
+    assert_eq!(cancelled.lines().count(), 6, "{cancelled}");
+    sb.wait_for(spec, Duration::from_secs(60), |s| {
+        s["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "cancelled" && r["evals"][0]["state"] == "cancelled")
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_built_in_evaluation_runs_inside_the_training_job() {
+    let (sb, spec) = sweep_with_evals("evals-inside", "local");
+    let text = fs_err::read_to_string(sb.path().join(&spec)).unwrap();
+    let text = text.replacen("shots = 1\n", "shots = 1\nwhere = \"training-job\"\n", 1);
+    sb.write(&spec, &text);
+    let out = sb.ok(&["submit", &spec, "--wait"]);
+    // Training and the command evaluation's job; the built-in one has no job of its own.
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(!out.contains("eval:mmlu"), "{out}");
+    let s = sb.status(&spec);
+    assert_eq!(s["runs"][0]["evals"].as_array().unwrap().len(), 1, "{s:#}");
+    let dir = check_scored(&sb, &spec, "evals-inside");
+    let train_log = fs_err::read_dir(dir.join("logs"))
+        .unwrap()
+        .flatten()
+        .find(|e| !e.file_name().to_string_lossy().starts_with("eval-"))
+        .map(|e| fs_err::read_to_string(e.path()).unwrap())
+        .unwrap();
+    assert!(train_log.contains("mmlu step 4: acc"), "{train_log}");
+}
