@@ -467,7 +467,27 @@ impl ChatTokenizer {
             return Err(tok_err(&tok_path, "file not found"));
         }
         let tok_bytes = fs_err::read(&tok_path)?;
-        let inner = Tokenizer::from_bytes(&tok_bytes).map_err(|e| tok_err(&tok_path, e))?;
+        // The tokenizers library panics instead of failing on some malformed files (a
+        // `decoder` that is not valid JSON, or not any decoder: `expect("Helper")`; found by
+        // fuzz/ target tokenizer_json). Check the syntax first, for a message with line and
+        // column, and turn any panic left into an error.
+        serde_json::from_slice::<serde::de::IgnoredAny>(&tok_bytes)
+            .map_err(|e| tok_err(&tok_path, e))?;
+        let inner = std::panic::catch_unwind(|| Tokenizer::from_bytes(&tok_bytes))
+            .map_err(|p| {
+                let what = p
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tok_err(
+                    &tok_path,
+                    format!(
+                        "not a tokenizer the tokenizers library can read (it panicked: {what})"
+                    ),
+                )
+            })?
+            .map_err(|e| tok_err(&tok_path, e))?;
         let mut hasher = Sha256::new();
         hasher.update(&tok_bytes);
 

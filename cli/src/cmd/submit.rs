@@ -259,7 +259,13 @@ fn test_only(plan: &Plan, slurm: &Slurm) -> anyhow::Result<()> {
     let dir = std::env::temp_dir();
     slurm
         .sbatch_test_only(&["--output=/dev/null".into()], tmp.path(), &dir)
-        .map_err(|e| UserError(format!("Slurm refuses the sweep's jobs: {e}")))?;
+        .map_err(|e| {
+            if e.timed_out() {
+                anyhow::anyhow!("Slurm did not answer the check of the sweep's jobs: {e}")
+            } else {
+                UserError(format!("Slurm refuses the sweep's jobs: {e}")).into()
+            }
+        })?;
     Ok(())
 }
 
@@ -392,6 +398,15 @@ fn submit_group(
                         lines.push((jid, e.run_id.clone(), r.name.clone()));
                     }
                     prev = Some((job.job.to_string(), array));
+                }
+                Err(e) if e.timed_out() => {
+                    // sbatch may have submitted the job before it was killed: the batch stays an
+                    // intent, which the next submit reconciles by job name (never twice).
+                    return Err(anyhow::anyhow!(
+                        "{e}; batch {token} ({} run(s)) may or may not have been submitted: the next `sftctl submit` finds out from Slurm by job name; {} run(s) submitted before it are recorded",
+                        b.entries.len(),
+                        lines.len()
+                    ));
                 }
                 Err(e) => {
                     b.state = BatchState::Void;
