@@ -109,13 +109,25 @@ fn tokenizer_json_the_library_panics_on_is_an_error() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions/tokenizer_json");
     for name in [
         "decoder-not-json",
+        "decoder-not-utf8",
+        "template-undefined-special-token",
+        "template-ids-tokens-lengths",
         "decoder-a-number",
         "decoder-wrong-field-type",
     ] {
         std::fs::copy(root.join(name), dir.path().join("tokenizer.json")).unwrap();
-        let e = std::panic::catch_unwind(|| ChatTokenizer::from_dir(dir.path()).err())
-            .unwrap_or_else(|_| panic!("{name}: from_dir panicked"))
-            .unwrap_or_else(|| panic!("{name}: loaded"));
+        // Loading must fail; a load that passed would panic at the first encode.
+        let e = std::panic::catch_unwind(|| {
+            let t = ChatTokenizer::from_dir(dir.path()).ok()?;
+            let _ = t.encode("hello", true);
+            Some(())
+        })
+        .map_err(|_| format!("{name}: panicked"))
+        .and_then(|loaded| match loaded {
+            Some(()) => Err(format!("{name}: loaded")),
+            None => Ok(ChatTokenizer::from_dir(dir.path()).unwrap_err()),
+        })
+        .unwrap();
         let msg = e.to_string();
         assert!(msg.contains("tokenizer.json"), "{name}: {msg}");
         eprintln!("{name}: {msg}");
