@@ -309,6 +309,20 @@ fn processes_with(needle: &str) -> Vec<u32> {
     out
 }
 
+/// Waits until the killed or requeued instance of `job` is gone from its node: no process of
+/// the run (its trainer) and no step daemon of the job, then one more second for the slurmd's
+/// own cleanup. Ending Slurm's requeue delay earlier lets Slurm start the job again while the
+/// old instance still runs: on the same node the start fails ("Job credential revoked", or
+/// "Duplicate jobid" and a drained node), on another the run would have two writers.
+fn wait_old_instance_gone(run: &Path, job: &str) {
+    let run_id = run.file_name().unwrap().to_string_lossy().into_owned();
+    let stepd = format!("slurmstepd: [{}.", job.split('_').next().unwrap());
+    wait(run, "the old instance to end", || {
+        (processes_with(&run_id).is_empty() && processes_with(&stepd).is_empty()).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+}
+
 #[test]
 fn node_down_mid_job_the_job_resumes_on_the_other_node() {
     let Some(_lock) = lock_cluster() else { return };
@@ -317,7 +331,6 @@ fn node_down_mid_job_the_job_resumes_on_the_other_node() {
     let (sb, spec) = quickstart("fault-node", STEPS as u32, 10, "00:10:00", "");
     let job = submitted(&sb.ok(&["submit", &spec]));
     let run = run_dir(&sb, "fault-node");
-    let run_id = run.file_name().unwrap().to_string_lossy().into_owned();
     // Running, past its first checkpoint, and not near the end.
     let node = wait(&run, "the job running", || {
         squeue_job(&job).and_then(|(st, n)| (st == "RUNNING" && !n.is_empty()).then_some(n))
@@ -332,18 +345,9 @@ fn node_down_mid_job_the_job_resumes_on_the_other_node() {
     eprintln!("node {node} down at step {done}; complete checkpoints {before:?}");
 
     // Slurm requeues the job (the script carries `--requeue`) and kills it on the node: the
-    // trainer gets SIGTERM, then SIGKILL after KillWait. Wait for it to be gone before ending
-    // Slurm's requeue delay: starting the job again while the old instance still runs would
-    // give the run two writers (Slurm refuses that on the same node: "Duplicate jobid").
-    let mut seen = Vec::new();
-    wait(&run, "the old instance to end", || {
-        if let Some((st, _)) = squeue_job(&job)
-            && seen.last() != Some(&st)
-        {
-            seen.push(st);
-        }
-        processes_with(&run_id).is_empty().then_some(())
-    });
+    // trainer gets SIGTERM, then SIGKILL after KillWait.
+    let mut seen: Vec<String> = squeue_job(&job).into_iter().map(|(st, _)| st).collect();
+    wait_old_instance_gone(&run, &job);
     let after = valid_checkpoints(&run);
     let other = wait(&run, "the job running on another node", || {
         let (st, n) = squeue_job(&job)?;
@@ -439,6 +443,7 @@ fn time_limit_with_signal_checkpoints_before_the_kill_and_resumes() {
     wait(&run, "the requeued job pending", || {
         squeue_job(&job).filter(|(st, _)| st == "PENDING")
     });
+    wait_old_instance_gone(&run, &job);
     scontrol(&[
         "update",
         &format!("jobid={job}"),
