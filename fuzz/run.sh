@@ -12,7 +12,7 @@ export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sftctl-fuzz-target}"
 flags=(-s none -O --debug-assertions)
 cargo fuzz build "${flags[@]}"
-for t in ${TARGETS:-spec ledger_records data_jsonl token_cache tokenizer_config}; do
+for t in ${TARGETS:-spec ledger_records data_jsonl token_cache tokenizer_config model_config safetensors tokenizer_json}; do
   mkdir -p "corpus/$t"
   echo "=== $t (${budget}s)"
   cargo fuzz run "${flags[@]}" "$t" "corpus/$t" "seeds/$t" -- \

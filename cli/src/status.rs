@@ -742,10 +742,8 @@ mod tests {
             "sacct",
             "97_0|CANCELLED by 1001|0:0|00:00:00|n1|sft.s.c\n97_0.batch|FAILED|15:0|00:00:00|n1|batch\n97_[0-2]|CANCELLED by 1001|0:0|00:00:00|None assigned|sft.s.c\n63|CANCELLED by 0|0:0|00:00:00|None assigned|sft.s.d\n70.batch|FAILED|1:0|00:00:01|n1|batch\n",
         );
-        let slurm = Slurm {
-            bin_dir: Some(dir.path().to_owned()),
-            env: vec![],
-        };
+        let mut slurm = Slurm::default();
+        slurm.bin_dir = Some(dir.path().to_owned());
         let ids: Vec<String> = [
             "12_1", "12_2", "12_3", "13", "97_0", "97_2", "63_1", "70", "71",
         ]

@@ -447,6 +447,58 @@ fn token_string(v: Option<&Json>) -> Option<String> {
     }
 }
 
+/// What in a `post_processor` would make the tokenizers library panic while encoding (it
+/// does not check on load): a template naming a special token the processor does not define,
+/// or a special token whose `ids` and `tokens` differ in length. Found by fuzz/ target
+/// tokenizer_json.
+fn post_processor_problem(p: &Json) -> Option<String> {
+    match p.get("type").and_then(Json::as_str) {
+        Some("Sequence") => p
+            .get("processors")
+            .and_then(Json::as_array)
+            .and_then(|list| list.iter().find_map(post_processor_problem)),
+        Some("TemplateProcessing") => {
+            let defined = p.get("special_tokens").and_then(Json::as_object);
+            for (name, tok) in defined.into_iter().flatten() {
+                let len = |k: &str| tok.get(k).and_then(Json::as_array).map(Vec::len);
+                if len("ids") != len("tokens") {
+                    return Some(format!(
+                        "post_processor special token `{name}` has {:?} ids but {:?} tokens",
+                        len("ids"),
+                        len("tokens")
+                    ));
+                }
+            }
+            for key in ["single", "pair"] {
+                let ids: Vec<String> = match p.get(key) {
+                    Some(Json::Array(pieces)) => pieces
+                        .iter()
+                        .filter_map(|piece| piece.get("SpecialToken")?.get("id")?.as_str())
+                        .map(str::to_owned)
+                        .collect(),
+                    // The string form: `[CLS]:0 $A:0 [SEP]:0`.
+                    Some(Json::String(t)) => t
+                        .split_whitespace()
+                        .filter(|w| !w.starts_with('$'))
+                        .map(|w| w.split_once(':').map_or(w, |(id, _)| id).to_owned())
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                if let Some(id) = ids
+                    .iter()
+                    .find(|id| !defined.is_some_and(|d| d.contains_key(id.as_str())))
+                {
+                    return Some(format!(
+                        "post_processor template `{key}` uses special token `{id}`, which its `special_tokens` does not define"
+                    ));
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
 fn read_json(path: &Path) -> Result<Json> {
     let text = fs_err::read_to_string(path)?;
     serde_json::from_str(&text).map_err(|e| DataError::Json {
@@ -467,7 +519,31 @@ impl ChatTokenizer {
             return Err(tok_err(&tok_path, "file not found"));
         }
         let tok_bytes = fs_err::read(&tok_path)?;
-        let inner = Tokenizer::from_bytes(&tok_bytes).map_err(|e| tok_err(&tok_path, e))?;
+        // The tokenizers library panics instead of failing on some malformed files (a
+        // `decoder` that is not valid JSON or not UTF-8: `expect("Helper")`; found by fuzz/
+        // target tokenizer_json). Check encoding and syntax first, for a message with line and
+        // column, and turn any panic left into an error.
+        let text = std::str::from_utf8(&tok_bytes)
+            .map_err(|e| tok_err(&tok_path, format!("not UTF-8 text: {e}")))?;
+        let json: Json = serde_json::from_str(text).map_err(|e| tok_err(&tok_path, e))?;
+        if let Some(problem) = json.get("post_processor").and_then(post_processor_problem) {
+            return Err(tok_err(&tok_path, problem));
+        }
+        let inner = std::panic::catch_unwind(|| Tokenizer::from_bytes(&tok_bytes))
+            .map_err(|p| {
+                let what = p
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tok_err(
+                    &tok_path,
+                    format!(
+                        "not a tokenizer the tokenizers library can read (it panicked: {what})"
+                    ),
+                )
+            })?
+            .map_err(|e| tok_err(&tok_path, e))?;
         let mut hasher = Sha256::new();
         hasher.update(&tok_bytes);
 

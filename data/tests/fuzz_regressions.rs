@@ -98,6 +98,81 @@ fn committed_corpora_replay_without_panics() {
     assert!(n > 0, "no corpus files under {}", root.display());
 }
 
+/// tokenizer.json files on which the tokenizers library panics (found by the `tokenizer_json`
+/// fuzz target, committed under `tests/fuzz_regressions/tokenizer_json/`): each is an error
+/// naming the file, not a panic of the caller.
+#[test]
+fn tokenizer_json_the_library_panics_on_is_an_error() {
+    use sftctl_data::{ChatTokenizer, Flavor, write_tiny_tokenizer};
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_tokenizer(dir.path(), Flavor::Llama3).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions/tokenizer_json");
+    for name in [
+        "decoder-not-json",
+        "decoder-not-utf8",
+        "template-undefined-special-token",
+        "template-ids-tokens-lengths",
+        "decoder-a-number",
+        "decoder-wrong-field-type",
+    ] {
+        std::fs::copy(root.join(name), dir.path().join("tokenizer.json")).unwrap();
+        // Loading must fail; a load that passed would panic at the first encode.
+        let e = std::panic::catch_unwind(|| {
+            let t = ChatTokenizer::from_dir(dir.path()).ok()?;
+            let _ = t.encode("hello", true);
+            Some(())
+        })
+        .map_err(|_| format!("{name}: panicked"))
+        .and_then(|loaded| match loaded {
+            Some(()) => Err(format!("{name}: loaded")),
+            None => Ok(ChatTokenizer::from_dir(dir.path()).unwrap_err()),
+        })
+        .unwrap();
+        let msg = e.to_string();
+        assert!(msg.contains("tokenizer.json"), "{name}: {msg}");
+        eprintln!("{name}: {msg}");
+    }
+}
+
+/// The `tokenizer_json` fuzz target's seeds and committed corpus, replayed as the target runs
+/// them: each file as `tokenizer.json` beside the tiny Llama 3 tokenizer's config, then encode
+/// and decode. Errors are fine, panics are not.
+#[test]
+fn committed_tokenizer_json_corpus_replays_without_panics() {
+    use sftctl_data::{ChatTokenizer, Flavor, write_tiny_tokenizer};
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_tokenizer(dir.path(), Flavor::Llama3).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut n = 0;
+    let mut loaded = 0;
+    for sub in [
+        "../fuzz/seeds/tokenizer_json",
+        "tests/fuzz_regressions/tokenizer_json",
+    ] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(sub))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        for f in files {
+            std::fs::copy(&f, dir.path().join("tokenizer.json")).unwrap();
+            n += 1;
+            let Ok(t) = ChatTokenizer::from_dir(dir.path()) else {
+                continue;
+            };
+            loaded += 1;
+            let _ = (t.vocab_size(), t.bos_id(), t.eos_id(), t.pad_id());
+            for text in ["hello world", "<|eot_id|> ab\u{e9}\u{1f600}", ""] {
+                if let Ok(ids) = t.encode(text, true) {
+                    let _ = t.decode(&ids, false);
+                    let _ = t.decode(&ids, true);
+                }
+            }
+            let _ = t.decode(&[0, 1, 2, u32::MAX], false);
+        }
+    }
+    assert!(n >= 3 && loaded >= 3, "{n} corpus files, {loaded} loaded");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 

@@ -221,33 +221,35 @@ impl Taker<'_> {
         Some(raw.data)
     }
 
+    // A tensor that is missing or misshapen is replaced by a one-element placeholder: the load
+    // fails anyway once every name was looked at, and a placeholder of the configured size
+    // would let a forged `config.json` (sizes up to 2^24 each) allocate up to 2^48 floats.
+
     /// A vector parameter `[n]`.
     fn vector(&mut self, name: &str, n: usize) -> Param<Tensor<1>> {
-        let data = self.raw(name, &[n]).unwrap_or_else(|| vec![0.0; n]);
+        let (data, n) = match self.raw(name, &[n]) {
+            Some(data) => (data, n),
+            None => (vec![0.0], 1),
+        };
         Param::from_tensor(Tensor::from_data(TensorData::new(data, [n]), self.device))
     }
 
     /// A matrix stored as-is, `[rows, cols]`.
     fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Param<Tensor<2>> {
-        let data = self
-            .raw(name, &[rows, cols])
-            .unwrap_or_else(|| vec![0.0; rows * cols]);
-        Param::from_tensor(Tensor::from_data(
-            TensorData::new(data, [rows, cols]),
-            self.device,
-        ))
+        let (data, shape) = match self.raw(name, &[rows, cols]) {
+            Some(data) => (data, [rows, cols]),
+            None => (vec![0.0], [1, 1]),
+        };
+        Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), self.device))
     }
 
     /// An HF linear weight `[out, in]`, stored transposed as Burn's `[in, out]`.
     fn linear(&mut self, name: &str, d_in: usize, d_out: usize) -> Param<Tensor<2>> {
-        let data = match self.raw(name, &[d_out, d_in]) {
-            Some(data) => transpose(&data, d_out, d_in),
-            None => vec![0.0; d_in * d_out],
+        let (data, shape) = match self.raw(name, &[d_out, d_in]) {
+            Some(data) => (transpose(&data, d_out, d_in), [d_in, d_out]),
+            None => (vec![0.0], [1, 1]),
         };
-        Param::from_tensor(Tensor::from_data(
-            TensorData::new(data, [d_in, d_out]),
-            self.device,
-        ))
+        Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), self.device))
     }
 
     fn bias(&mut self, name: &str, n: usize, on: bool) -> Option<Param<Tensor<1>>> {

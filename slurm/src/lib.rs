@@ -6,12 +6,20 @@ pub mod ids;
 pub mod parse;
 pub mod state;
 
-pub use cmd::{CmdError, CmdOutput, Exit, run_cmd};
+pub use cmd::{CmdError, CmdOutput, Exit, run_cmd, run_cmd_timeout};
 pub use ids::{ArrayPart, JobId};
 pub use parse::{AcctRow, QueueRow};
 pub use state::JobState;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The environment variable that bounds each Slurm command, in seconds (`0`: no limit).
+pub const TIMEOUT_ENV: &str = "SFTCTL_SLURM_TIMEOUT_S";
+/// The time limit of a Slurm command when [`TIMEOUT_ENV`] is unset: long enough for squeue's
+/// own retries against a controller that is down (about 20 s), short enough that `status` on
+/// a wedged login node returns.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Errors from Slurm commands.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +28,17 @@ pub enum Error {
     Cmd(#[from] CmdError),
     #[error("`{argv}` printed `{output}`, which is not a job id")]
     BadJobId { argv: String, output: String },
+    #[error("{0} (the limit is {TIMEOUT_ENV}, in seconds; 0 for none)")]
+    TimedOut(CmdError),
+    #[error("{TIMEOUT_ENV} = `{value}` is not a number of seconds (0 for no limit)")]
+    BadTimeout { value: String },
+}
+
+impl Error {
+    /// True when a Slurm command was killed for running past its time limit.
+    pub fn timed_out(&self) -> bool {
+        matches!(self, Error::TimedOut(_))
+    }
 }
 
 /// Result alias for Slurm operations.
@@ -35,20 +54,53 @@ pub enum Accounting {
 }
 
 /// Runs Slurm's client commands. `bin_dir` (tests: stand-in scripts) prefixes program names;
-/// `env` is added to each command's environment (e.g. `SLURM_CONF`).
-#[derive(Debug, Clone, Default)]
+/// `env` is added to each command's environment (e.g. `SLURM_CONF`); a command running longer
+/// than `timeout` is killed and reported ([`CmdError::TimedOut`]).
+#[derive(Debug, Clone)]
 pub struct Slurm {
     pub bin_dir: Option<PathBuf>,
     pub env: Vec<(String, String)>,
+    /// Time limit of each command (`None`: wait as long as it takes).
+    pub timeout: Option<Duration>,
+    /// A [`TIMEOUT_ENV`] value that did not parse: every command then fails naming it.
+    bad_timeout: Option<String>,
+}
+
+impl Default for Slurm {
+    fn default() -> Self {
+        Self {
+            bin_dir: None,
+            env: Vec::new(),
+            timeout: Some(DEFAULT_TIMEOUT),
+            bad_timeout: None,
+        }
+    }
+}
+
+/// Parses a [`TIMEOUT_ENV`] value: whole or fractional seconds, `0` for no limit.
+pub fn parse_timeout(v: &str) -> Option<Option<Duration>> {
+    let s: f64 = v.trim().parse().ok()?;
+    if !s.is_finite() || !(0.0..=1e9).contains(&s) {
+        return None;
+    }
+    Some((s > 0.0).then(|| Duration::from_secs_f64(s)))
 }
 
 impl Slurm {
-    /// Reads `SFTCTL_SLURM_BIN` (a directory of stand-in commands) from the environment.
+    /// Reads `SFTCTL_SLURM_BIN` (a directory of stand-in commands) and [`TIMEOUT_ENV`] (the
+    /// time limit of each command, default [`DEFAULT_TIMEOUT`]) from the environment.
     pub fn from_env() -> Self {
-        Self {
+        let mut s = Self {
             bin_dir: std::env::var_os("SFTCTL_SLURM_BIN").map(PathBuf::from),
-            env: Vec::new(),
+            ..Self::default()
+        };
+        if let Ok(v) = std::env::var(TIMEOUT_ENV) {
+            match parse_timeout(&v) {
+                Some(t) => s.timeout = t,
+                None => s.bad_timeout = Some(v),
+            }
         }
+        s
     }
 
     fn program(&self, name: &str) -> String {
@@ -58,10 +110,21 @@ impl Slurm {
         }
     }
 
-    fn run(&self, name: &str, args: &[String], cwd: Option<&Path>) -> Result<CmdOutput, CmdError> {
+    fn run(&self, name: &str, args: &[String], cwd: Option<&Path>) -> Result<CmdOutput> {
+        if let Some(value) = &self.bad_timeout {
+            return Err(Error::BadTimeout {
+                value: value.clone(),
+            });
+        }
         let mut argv = vec![self.program(name)];
         argv.extend(args.iter().cloned());
-        run_cmd(&argv, cwd, &self.env, None)
+        run_cmd_timeout(&argv, cwd, &self.env, None, self.timeout).map_err(|e| {
+            if e.timed_out() {
+                Error::TimedOut(e)
+            } else {
+                Error::Cmd(e)
+            }
+        })
     }
 
     /// `sbatch --parsable ARGS SCRIPT`: the new job id (for an array, the array's job id).

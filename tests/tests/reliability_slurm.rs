@@ -248,6 +248,136 @@ fn squeue_and_sacct_failing_empty_or_slow() {
     sb.wait_for(spec, T, |s| all_in(s, "cancelled")).unwrap();
 }
 
+/// `sftctl args` as the test user with `SFTCTL_SLURM_BIN=bin` and `env`.
+fn sftctl_env(sb: &Sandbox, bin: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut c = Command::new("runuser");
+    c.args(["-u", TEST_USER, "--", "env"])
+        .arg(format!("SFTCTL_SLURM_BIN={}", bin.display()));
+    for (k, v) in env {
+        c.arg(format!("{k}={v}"));
+    }
+    c.arg(sftctl_bin())
+        .args(args)
+        .current_dir(sb.path())
+        .output()
+        .unwrap()
+}
+
+/// True when the process whose pid is in `file` is gone (or a zombie awaiting its reaper).
+fn dead(file: &Path) -> bool {
+    let pid = std::fs::read_to_string(file).unwrap();
+    let pid = pid.trim();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+    stat.map_or(true, |s| s.split_whitespace().nth(2) == Some("Z"))
+}
+
+#[test]
+fn slurm_commands_past_their_time_limit_are_killed() {
+    let Some(_lock) = lock_cluster() else { return };
+    let sb = Sandbox::new(true);
+    let spec = "hang.toml";
+    sb.write(
+        spec,
+        &spec_text(
+            "hang",
+            "[env]\nvars = { SFT_STEPS = \"100\", SFT_STEP_S = \"0.2\" }\n",
+        ),
+    );
+    let dir = sb.path().join("slurm-bin");
+    let (sbatch_pid, squeue_pid) = (dir.join("sbatch.pid"), dir.join("squeue.pid"));
+    // sbatch submits (the real one), then never answers; squeue never answers at all. The
+    // `--test-only` check and sacct are the real commands.
+    let bin = stand_ins(
+        &sb,
+        &[
+            (
+                "sbatch",
+                &format!(
+                    "case \" $* \" in *\" --test-only \"*) exec /usr/bin/sbatch \"$@\";; esac\n\
+                     echo $$ > {p}\n/usr/bin/sbatch \"$@\"\nsleep 300",
+                    p = sbatch_pid.display()
+                ),
+            ),
+            (
+                "squeue",
+                &format!("echo $$ > {p}\nsleep 300", p = squeue_pid.display()),
+            ),
+        ],
+    );
+    let limit = [("SFTCTL_SLURM_TIMEOUT_S", "3")];
+
+    // submit: the sbatch that went through but never answered is killed after 3 s; exit 2,
+    // and the batch is not marked refused (it may have been submitted).
+    let t0 = Instant::now();
+    let o = sftctl_env(&sb, &bin, &limit, &["submit", spec]);
+    let took = t0.elapsed();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("sbatch")
+            && err.contains("did not finish within 3 s and was killed")
+            && err.contains("SFTCTL_SLURM_TIMEOUT_S")
+            && err.contains("may or may not have been submitted"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(30), "submit took {took:?}");
+    assert!(
+        dead(&sbatch_pid),
+        "the stand-in sbatch outlived its time limit"
+    );
+    eprintln!("hung sbatch: submit exited 2 after {took:.1?}");
+
+    // status: squeue hangs; exit 2 naming squeue and the limit, no states on stdout.
+    let t0 = Instant::now();
+    let o = sftctl_env(&sb, &bin, &limit, &["status", spec, "--json"]);
+    let took = t0.elapsed();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(o.stdout.is_empty(), "printed states: {}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("squeue") && err.contains("did not finish within 3 s and was killed"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(30), "status took {took:?}");
+    assert!(
+        dead(&squeue_pid),
+        "the stand-in squeue outlived its time limit"
+    );
+    eprintln!("hung squeue: status exited 2 after {took:.1?}");
+
+    // A limit that is not a number is refused, naming the variable.
+    let o = sftctl_env(
+        &sb,
+        &bin,
+        &[("SFTCTL_SLURM_TIMEOUT_S", "soon")],
+        &["status", spec],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("SFTCTL_SLURM_TIMEOUT_S = `soon`"),
+        "{}",
+        text(&o)
+    );
+
+    // With Slurm answering again, the next submit finds the job the killed sbatch submitted
+    // (by name) and submits nothing: the point runs once.
+    let real = stand_ins(&sb, &[]);
+    let o = sftctl_with(&sb, &real, &["submit", spec]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "", "submitted twice");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("reconciled batch"),
+        "{}",
+        text(&o)
+    );
+    let jobs = squeue_jobs("sft.hang.").unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let s = sb.status(spec);
+    assert_eq!(s["runs"][0]["job_id"], jobs[0].0.as_str(), "{s:#}");
+    sb.ok(&["cancel", spec]);
+    sb.wait_for(spec, T, |s| all_in(s, "cancelled")).unwrap();
+}
+
 fn controller_up() -> bool {
     Command::new("scontrol")
         .arg("ping")

@@ -393,7 +393,13 @@ fn test_only(plan: &Plan, slurm: &Slurm) -> anyhow::Result<()> {
         let dir = std::env::temp_dir();
         slurm
             .sbatch_test_only(&["--output=/dev/null".into()], tmp.path(), &dir)
-            .map_err(|e| UserError(format!("Slurm refuses {what}: {e}")))?;
+            .map_err(|e| {
+                if e.timed_out() {
+                    anyhow::anyhow!("Slurm did not answer the check of {what}: {e}")
+                } else {
+                    UserError(format!("Slurm refuses {what}: {e}")).into()
+                }
+            })?;
     }
     Ok(())
 }
@@ -537,6 +543,15 @@ fn submit_batch(
                 lines.push((jid, e.run_id.clone(), r.name.clone(), e.eval.clone()));
             }
             Ok((job.job.to_string(), array))
+        }
+        Err(e) if e.timed_out() => {
+            // sbatch may have submitted the job before it was killed: the batch stays an
+            // intent, which the next submit reconciles by job name (never twice).
+            Err(anyhow::anyhow!(
+                "{e}; batch {token} ({} run(s)) may or may not have been submitted: the next `sftctl submit` finds out from Slurm by job name; {} run(s) submitted before it are recorded",
+                b.entries.len(),
+                lines.len()
+            ))
         }
         Err(e) => {
             b.state = BatchState::Void;
