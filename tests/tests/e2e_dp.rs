@@ -334,6 +334,14 @@ fn the_post_mortem_reads_what_srun_reports() {
         let said = String::from_utf8_lossy(&pm.stderr);
         let srun_said = String::from_utf8_lossy(&out.stderr);
         assert!(pm.status.success(), "{said}");
+        // srun may drop a task's last output when it ends the step at once (seen once in 5
+        // runs); then the sentence cannot quote it.
+        let want = if end.contains("disk full") && !srun_said.contains("rank 1: error: disk full") {
+            want.replace(": disk full;", ";")
+        } else {
+            want.to_string()
+        };
+        let want = want.as_str();
         assert!(
             said.contains(&format!("post-mortem: {want}")),
             "{said}\nsrun said:\n{srun_said}"
