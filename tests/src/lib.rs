@@ -281,3 +281,41 @@ pub fn spec_text(name: &str, extra: &str) -> String {
         "[sweep]\nname = \"{name}\"\nledger = \"ledger\"\n[model]\npath = \"model\"\n[run]\nbinary = \"./fake-train.sh\"\n[slurm]\ntime = \"5\"\n{extra}"
     )
 }
+
+/// Pids of live processes (not zombies, not this one) whose command line mentions `needle`.
+pub fn processes_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs_err::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"));
+        if !zombie && String::from_utf8_lossy(&cmd).contains(needle) && pid != std::process::id() {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether the killed or requeued instance of Slurm job `job` of run directory `run` is gone
+/// from its node: no process of the run (its trainer) and no step daemon of the job. Ending
+/// Slurm's requeue delay (`scontrol update StartTime=now`) before that lets Slurm start the job
+/// again while the old instance still runs: on the same node the start fails ("Job credential
+/// revoked", or "Duplicate jobid" and a drained node); callers wait one more second after it
+/// for the slurmd's own cleanup.
+pub fn old_instance_gone(run: &Path, job: &str) -> bool {
+    let run_id = run
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = job.split('_').next().unwrap_or(job);
+    let stepd = format!("slurmstepd: [{base}.");
+    processes_with(&run_id).is_empty() && processes_with(&stepd).is_empty()
+}

@@ -319,7 +319,8 @@ fn preempt(
             .is_file()
     );
 
-    // Slurm holds the requeued job back (BeginTime); start it now.
+    // Slurm holds the requeued job back (BeginTime); start it now, once the old instance is gone.
+    let mut old_gone = None;
     let mut seen = Vec::new();
     let mut status_seen = Vec::new();
     while attempts(dir).len() <= n {
@@ -338,7 +339,7 @@ fn preempt(
             if seen.last() != Some(st) {
                 seen.push(st.clone());
             }
-            if st == "PENDING" {
+            if st == "PENDING" && gone_since(&mut old_gone, dir, job) {
                 // What `sftctl status` says of the requeued job: never a final state.
                 let s = sb.status(spec);
                 let state = only_run(&s)["state"].as_str().unwrap_or("").to_owned();
@@ -363,6 +364,16 @@ fn preempt(
         start.elapsed()
     );
     stopped_at
+}
+
+/// True once the old instance of `job` has been gone for a second (see [`old_instance_gone`]);
+/// `since` remembers when it was first seen gone.
+fn gone_since(since: &mut Option<Instant>, run: &Path, job: &str) -> bool {
+    if !old_instance_gone(run, job) {
+        *since = None;
+        return false;
+    }
+    since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_secs(1)
 }
 
 /// Submits the quickstart shrunk to `steps` steps to Slurm as sweep `name`, sends USR1 once
@@ -562,15 +573,18 @@ fn job_stops_itself_before_its_time_limit() {
     // Stopped with the margin to spare: well before the 60 s limit (and its 10 s warning).
     assert!(took < Duration::from_secs(55), "stopped after {took:?}");
     // The job requeued itself; start it now and see the next attempt resume from that step.
+    let mut old_gone = None;
     while attempts(&dir).len() < 2 {
         assert!(
             start.elapsed() < Duration::from_secs(240),
             "no second attempt:\n{}",
             job_logs(&dir)
         );
-        let _ = Command::new("scontrol")
-            .args(["update", &format!("jobid={job}"), "StartTime=now"])
-            .output();
+        if gone_since(&mut old_gone, &dir, &job) {
+            let _ = Command::new("scontrol")
+                .args(["update", &format!("jobid={job}"), "StartTime=now"])
+                .output();
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(attempts(&dir)[1]["resumed_from_step"], step);

@@ -290,35 +290,11 @@ impl Drop for NodeDown {
     }
 }
 
-/// Pids of live processes whose command line mentions `needle` (the run's id: its trainer).
-fn processes_with(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in fs_err::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let zombie = std::fs::read_to_string(e.path().join("stat"))
-            .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"));
-        if !zombie && String::from_utf8_lossy(&cmd).contains(needle) && pid != std::process::id() {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// Waits until the killed or requeued instance of `job` is gone from its node: no process of
-/// the run (its trainer) and no step daemon of the job, then one more second for the slurmd's
-/// own cleanup. Ending Slurm's requeue delay earlier lets Slurm start the job again while the
-/// old instance still runs: on the same node the start fails ("Job credential revoked", or
-/// "Duplicate jobid" and a drained node), on another the run would have two writers.
+/// Waits until the killed or requeued instance of `job` is gone ([`old_instance_gone`]), then
+/// one more second for the slurmd's own cleanup.
 fn wait_old_instance_gone(run: &Path, job: &str) {
-    let run_id = run.file_name().unwrap().to_string_lossy().into_owned();
-    let stepd = format!("slurmstepd: [{}.", job.split('_').next().unwrap());
     wait(run, "the old instance to end", || {
-        (processes_with(&run_id).is_empty() && processes_with(&stepd).is_empty()).then_some(())
+        old_instance_gone(run, job).then_some(())
     });
     std::thread::sleep(Duration::from_secs(1));
 }

@@ -297,6 +297,10 @@ fn requeue_self() {
     };
     match sftctl_slurm::Slurm::from_env().requeue(&job) {
         Ok(()) => tracing::info!("requeued job {job}"),
+        // After a node failure Slurm has requeued the job itself before the trainer asks.
+        Err(e) if e.to_string().contains("pending execution") => {
+            tracing::info!("job {job} is already requeued by Slurm: {e}")
+        }
         Err(e) => tracing::error!("requeue of job {job} failed: {e}"),
     }
 }
