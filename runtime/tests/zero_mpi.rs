@@ -734,6 +734,20 @@ fn binary_zero1_matches_unsharded() {
          loss rel {loss_worst:e}, worst norm rel {norm_worst:e}"
     );
     assert!(worst <= PARAM_ABS_TOL, "max |weight diff| {worst}");
+
+    // The 2-rank run's step-3 checkpoint resumed by the binary on 1 rank, still sharded.
+    let unsharded_final = weights(&one);
+    fs_err::remove_dir_all(two.join("checkpoints/step-6")).unwrap();
+    let o = bin().arg("run").arg(&two).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("resumed"), "{stderr}");
+    let worst = max_diff(&unsharded_final, &weights(&two));
+    eprintln!("sftctl-train: that checkpoint resumed on 1 rank: max |weight diff| {worst:e}");
+    assert!(
+        worst <= PARAM_ABS_TOL,
+        "resumed on 1 rank: max |weight diff| {worst}"
+    );
 }
 
 fn main() {

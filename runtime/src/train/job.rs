@@ -514,105 +514,104 @@ fn prepare(
     let latest_state = latest.as_ref().map(read_state).transpose()?;
     let checkpoint_measured = latest.as_ref().map(|c| c.marker.write_seconds);
     let mut phase_start = None;
-    // ZeRO-1 (docs/distributed.md): each rank keeps the AdamW state of its shard only.
+    // ZeRO-1 (docs/distributed.md): each rank keeps the AdamW state of its shard only; set up
+    // before a resume, which loads this rank's shard of the moments.
     let sharding: OptimizerSharding = t.optimizer_sharding.parse().map_err(user)?;
-    let new_trainer = |model| {
-        let trainer = Trainer::new(model, step_settings, device.clone());
-        match sharding {
-            OptimizerSharding::Zero1 => trainer.with_zero1(rank, world_size),
-            OptimizerSharding::None => trainer,
+    let shard = |trainer: Trainer<CausalLm>| match sharding {
+        OptimizerSharding::Zero1 if trainer.zero.is_none() => trainer.with_zero1(rank, world_size),
+        _ => trainer,
+    };
+    let (trainer, source, progress, resumed_from) = match (latest, latest_state) {
+        (Some(info), Some(state)) if state.phase == phase => {
+            let model = with_stable_param_ids(
+                weights
+                    .load(&info.dir)
+                    .map_err(|e| anyhow::anyhow!("checkpoint `{}`: {e}", info.dir.display()))?,
+            );
+            let mut trainer = shard(Trainer::new(model, step_settings, device.clone()));
+            let mut source = source;
+            let (progress, info) = resume(&mut trainer, &mut source, &checkpoints, &weights)?
+                .context("the checkpoint vanished while resuming")?;
+            tracing::info!(step = progress.step, dir = %info.dir.display(), "resumed");
+            let from = progress.step;
+            (trainer, source, progress, from)
+        }
+        (Some(info), Some(state)) if state.phase < phase => {
+            // The weights: the previous phase's final checkpoint, or its best by validation
+            // loss. The counters (step, samples, tokens) continue from its end either way: they
+            // count the work done, and step numbers never repeat in the ledger.
+            let from = match t.phase_init.as_str() {
+                "best-val-loss" => {
+                    let complete = checkpoints.complete()?;
+                    let best = crate::train::run::best_by_validation(&complete);
+                    complete
+                        .into_iter()
+                        .find(|c| c.marker.phase == state.phase && best.contains(&c.dir))
+                        .with_context(|| {
+                            format!(
+                                "phase {phase} starts from phase {}'s best checkpoint by \
+                                 validation loss, but none of its checkpoints in `{}` has one",
+                                state.phase,
+                                checkpoints.root().display()
+                            )
+                        })?
+                }
+                _ => info.clone(),
+            };
+            let model = with_stable_param_ids(
+                weights
+                    .load(&from.dir)
+                    .map_err(|e| anyhow::anyhow!("checkpoint `{}`: {e}", from.dir.display()))?,
+            );
+            let mut trainer = Trainer::new(model, step_settings, device.clone());
+            trainer.step = state.step;
+            trainer.schedule_offset = state.step;
+            tracing::info!(
+                from_phase = state.phase,
+                step = state.step,
+                init = %t.phase_init,
+                "phase {phase} starts from `{}`",
+                from.dir.display()
+            );
+            phase_start = Some(EventKind::PhaseStarted {
+                phase,
+                step: state.step,
+                from: from
+                    .dir
+                    .strip_prefix(&args.run_dir)
+                    .unwrap_or(&from.dir)
+                    .display()
+                    .to_string(),
+                init: t.phase_init.clone(),
+            });
+            let progress = Progress {
+                step: state.step,
+                samples_seen: state.samples_seen,
+                tokens_seen: state.tokens_seen,
+                epoch: 0,
+                phase,
+            };
+            (trainer, source, progress, state.step)
+        }
+        (Some(info), Some(state)) => {
+            bail!(user(format!(
+                "checkpoint `{}` belongs to phase {}, after phase {phase}",
+                info.dir.display(),
+                state.phase
+            )))
+        }
+        _ => {
+            let model = crate::weights::load_model(model_dir, &device)
+                .map_err(|e| user(format!("model `{}`: {e}", model_dir.display())))?;
+            let trainer = Trainer::new(with_stable_param_ids(model), step_settings, device.clone());
+            let progress = Progress {
+                phase,
+                ..Progress::default()
+            };
+            (trainer, source, progress, 0)
         }
     };
-    let (trainer, source, progress, resumed_from) =
-        match (latest, latest_state) {
-            (Some(info), Some(state)) if state.phase == phase => {
-                let model =
-                    with_stable_param_ids(weights.load(&info.dir).map_err(|e| {
-                        anyhow::anyhow!("checkpoint `{}`: {e}", info.dir.display())
-                    })?);
-                let mut trainer = new_trainer(model);
-                let mut source = source;
-                let (progress, info) = resume(&mut trainer, &mut source, &checkpoints, &weights)?
-                    .context("the checkpoint vanished while resuming")?;
-                tracing::info!(step = progress.step, dir = %info.dir.display(), "resumed");
-                let from = progress.step;
-                (trainer, source, progress, from)
-            }
-            (Some(info), Some(state)) if state.phase < phase => {
-                // The weights: the previous phase's final checkpoint, or its best by validation
-                // loss. The counters (step, samples, tokens) continue from its end either way: they
-                // count the work done, and step numbers never repeat in the ledger.
-                let from = match t.phase_init.as_str() {
-                    "best-val-loss" => {
-                        let complete = checkpoints.complete()?;
-                        let best = crate::train::run::best_by_validation(&complete);
-                        complete
-                            .into_iter()
-                            .find(|c| c.marker.phase == state.phase && best.contains(&c.dir))
-                            .with_context(|| {
-                                format!(
-                                    "phase {phase} starts from phase {}'s best checkpoint by \
-                                 validation loss, but none of its checkpoints in `{}` has one",
-                                    state.phase,
-                                    checkpoints.root().display()
-                                )
-                            })?
-                    }
-                    _ => info.clone(),
-                };
-                let model =
-                    with_stable_param_ids(weights.load(&from.dir).map_err(|e| {
-                        anyhow::anyhow!("checkpoint `{}`: {e}", from.dir.display())
-                    })?);
-                let mut trainer = new_trainer(model);
-                trainer.step = state.step;
-                trainer.schedule_offset = state.step;
-                tracing::info!(
-                    from_phase = state.phase,
-                    step = state.step,
-                    init = %t.phase_init,
-                    "phase {phase} starts from `{}`",
-                    from.dir.display()
-                );
-                phase_start = Some(EventKind::PhaseStarted {
-                    phase,
-                    step: state.step,
-                    from: from
-                        .dir
-                        .strip_prefix(&args.run_dir)
-                        .unwrap_or(&from.dir)
-                        .display()
-                        .to_string(),
-                    init: t.phase_init.clone(),
-                });
-                let progress = Progress {
-                    step: state.step,
-                    samples_seen: state.samples_seen,
-                    tokens_seen: state.tokens_seen,
-                    epoch: 0,
-                    phase,
-                };
-                (trainer, source, progress, state.step)
-            }
-            (Some(info), Some(state)) => {
-                bail!(user(format!(
-                    "checkpoint `{}` belongs to phase {}, after phase {phase}",
-                    info.dir.display(),
-                    state.phase
-                )))
-            }
-            _ => {
-                let model = crate::weights::load_model(model_dir, &device)
-                    .map_err(|e| user(format!("model `{}`: {e}", model_dir.display())))?;
-                let trainer = new_trainer(with_stable_param_ids(model));
-                let progress = Progress {
-                    phase,
-                    ..Progress::default()
-                };
-                (trainer, source, progress, 0)
-            }
-        };
-    let mut trainer = trainer;
+    let mut trainer = shard(trainer);
     if let Some(w) = checkpoint_measured {
         trainer.checkpoint_estimate = Duration::from_secs_f64(w.max(0.01) * 1.5);
     }
