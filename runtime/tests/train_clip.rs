@@ -93,3 +93,33 @@ fn global_norm_clipping_matches_pytorch() {
         }
     }
 }
+
+/// The global norm of a large gradient (2M elements, one matrix) equals the f64 norm to 1e-6
+/// relative: a single f32 running sum over so many squares drifts by about 3e-4.
+#[test]
+fn global_norm_of_a_large_gradient_is_accurate() {
+    let model = burn::nn::LinearConfig::new(2048, 1024)
+        .with_bias(false)
+        .init(&device());
+    let mut state = 12345u64;
+    let values: Vec<f32> = (0..2048 * 1024)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect();
+    let exact = values
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt();
+    let grads = register(&model, &[values]);
+    let norm = sftctl_runtime::train::global_grad_norm(&model, &grads);
+    let rel = (norm - exact).abs() / exact;
+    assert!(
+        rel <= 1e-6,
+        "norm {norm} vs exact {exact}: relative error {rel:e}"
+    );
+}
