@@ -16,6 +16,9 @@ fn int(run: &PlannedRun, key: &str) -> u64 {
 pub fn run_shape(plan: &Plan, run: &PlannedRun) -> RunShape {
     let s = &plan.spec.slurm;
     let world = u64::from((s.nodes * s.gpus_per_node).max(1));
+    // ZeRO-1 shards the moments and an fp32 master copy over every rank (CPU ranks included).
+    let zero1 = matches!(run.train.get("optimizer_sharding"), Some(Val::Str(v)) if v == "zero1");
+    let ranks = u64::from((s.nodes * s.ranks_per_node).max(1));
     let micro = int(run, "micro_batch_size").max(1);
     let seq = int(run, "max_seq_len").max(1);
     let budget = int(run, "token_budget_per_gpu");
@@ -25,7 +28,8 @@ pub fn run_shape(plan: &Plan, run: &PlannedRun) -> RunShape {
         tokens_per_micro_batch: if budget > 0 { budget } else { micro * seq },
         max_seq_len: seq,
         micro_batches: per_rank_samples.div_ceil(micro),
-        optimizer_shards: 1,
+        optimizer_shards: if zero1 { ranks } else { 1 },
+        fp32_master: zero1,
         ce_chunk_tokens: (chunk > 0).then_some(chunk),
         checkpoint_blocks: matches!(run.train.get("activation_checkpointing"), Some(Val::Str(v)) if v == "blocks"),
     }

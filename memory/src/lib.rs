@@ -93,6 +93,10 @@ pub struct RunShape {
     pub micro_batches: u64,
     /// Ranks the optimizer state is sharded over (1: replicated AdamW).
     pub optimizer_shards: u64,
+    /// The optimizer keeps its own fp32 copy of the weights (ZeRO-1's master shard) beside the
+    /// moments.
+    #[serde(default)]
+    pub fp32_master: bool,
     /// Cross-entropy chunk in tokens (`None`: whole micro-batch).
     pub ce_chunk_tokens: Option<u64>,
     /// Per-block activation checkpointing.
@@ -154,7 +158,7 @@ pub fn estimate(model: &ModelShape, run: &RunShape) -> Estimate {
         params: p,
         weights: p * F32,
         gradients: p * F32 * if run.micro_batches > 1 { 2 } else { 1 },
-        optimizer: 2 * p * F32 / run.optimizer_shards.max(1),
+        optimizer: (2 + u64::from(run.fp32_master)) * p * F32 / run.optimizer_shards.max(1),
         activations,
         logits: 3 * logit_rows * model.vocab_size * F32,
     }
@@ -212,6 +216,7 @@ mod tests {
             max_seq_len: 2048,
             micro_batches: 4,
             optimizer_shards: 1,
+            fp32_master: false,
             ce_chunk_tokens: None,
             checkpoint_blocks: false,
         };
@@ -230,6 +235,15 @@ mod tests {
             },
         );
         assert_eq!(lean.optimizer, e.optimizer / 8);
+        let zero1 = estimate(
+            &m,
+            &RunShape {
+                optimizer_shards: 8,
+                fp32_master: true,
+                ..plain
+            },
+        );
+        assert_eq!(zero1.optimizer, 12 * m.params() / 8);
         assert_eq!(lean.logits, e.logits / 8);
         assert!(lean.activations * 10 < e.activations);
         assert_eq!(gib(3 << 30), "3.0 GiB");

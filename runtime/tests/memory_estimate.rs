@@ -104,6 +104,7 @@ fn estimate_matches_resident_memory_of_a_cpu_step() {
             max_seq_len: t as u64,
             micro_batches: 1,
             optimizer_shards: 1,
+            fp32_master: false,
             ce_chunk_tokens: None,
             checkpoint_blocks: false,
         },
