@@ -207,6 +207,22 @@ pub enum PredictorArg {
     GradNorm,
     /// Higher early loss ranks higher.
     Loss,
+    /// The final metric predicted by a least-squares fit on early gradient norm and loss over
+    /// finished runs (`--fit-from`; default: the sweep's own finished runs).
+    Fitted,
+}
+
+/// Where the `fitted` predictor learns from.
+#[derive(Debug, Args)]
+pub struct FitArgs {
+    /// Sweeps (names or spec files) whose finished runs train the `fitted` predictor
+    /// (default: this sweep's finished runs).
+    #[arg(long, value_delimiter = ',', value_name = "SWEEP")]
+    pub fit_from: Vec<String>,
+    /// The metric the `fitted` predictor predicts, `name:metric` (default: the first benchmark
+    /// of the fitting runs).
+    #[arg(long, value_name = "NAME[:METRIC]")]
+    pub fit_metric: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +255,8 @@ pub struct ReportArgs {
     /// Predictor for `--early`.
     #[arg(long, value_enum, default_value = "paper")]
     pub predictor: PredictorArg,
+    #[command(flatten)]
+    pub fit: FitArgs,
     /// Also write loss and gradient-norm charts (SVG and PNG) per group and per run into DIR.
     #[arg(long, value_name = "DIR")]
     pub plots: Option<PathBuf>,
@@ -280,6 +298,11 @@ pub struct PruneArgs {
     pub keep: usize,
     #[arg(long, value_enum, default_value = "paper")]
     pub predictor: PredictorArg,
+    #[command(flatten)]
+    pub fit: FitArgs,
+    /// Which checkpoint's score the `fitted` predictor learns from.
+    #[arg(long, value_enum, default_value = "final")]
+    pub checkpoint: CheckpointArg,
     /// Cancel for real (default: show the prediction and what would be cancelled).
     #[arg(long)]
     pub yes: bool,

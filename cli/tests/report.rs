@@ -574,3 +574,249 @@ fn prune_with_yes_cancels_the_predicted_worst_local_jobs() {
         }
     }
 }
+
+/// A sweep `name` whose runs have constant early statistics `(grad_norm, loss)` over 8 steps of
+/// 8 samples; completed runs also have an `mmlu` score that is exactly
+/// `0.5 - 0.1 x grad_norm + 0.05 x loss`; running runs have no score and no result.
+fn write_linear_sweep(root: &Path, name: &str, completed: &[(f64, f64)], running: &[(f64, f64)]) {
+    let l = Ledger::at(root);
+    if l.info().unwrap().is_none() {
+        Ledger::create(root, "test").unwrap();
+    }
+    let sweep = l.sweep(name);
+    let runs: Vec<(String, (f64, f64), bool)> = completed
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("{name}-c{i}"), *s, true))
+        .chain(
+            running
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("{name}-r{i}"), *s, false)),
+        )
+        .collect();
+    sweep
+        .write_sweep(&SweepRecord {
+            format_version: 1,
+            name: name.into(),
+            created_at: t0(),
+            updated_at: t0(),
+            spec_sha256: "0".into(),
+            executor: Executor::Local,
+            runtimes: vec![],
+            runs: runs.iter().map(|r| r.0.clone()).collect(),
+        })
+        .unwrap();
+    for (id, (g, loss), done) in &runs {
+        let dir = sweep.run(id);
+        dir.write_run(&RunRecord {
+            format_version: 1,
+            run_id: id.clone(),
+            name: id.clone(),
+            sweep: name.into(),
+            identity: serde_json::json!({}),
+            resources: Resources {
+                nodes: 1,
+                gpus_per_node: 1,
+                cpus_per_task: 1,
+                time_limit_s: 60,
+            },
+            phases: vec![],
+            created_at: t0(),
+            sftctl_version: "0".into(),
+        })
+        .unwrap();
+        dir.write_config(&serde_json::json!({
+            "run_id": id, "name": id, "sweep": name, "train": {"batch_size": 8},
+        }))
+        .unwrap();
+        dir.append_submission(&Submission {
+            job_id: format!("local-{id}"),
+            batch: "b".into(),
+            phase: 0,
+            attempt: 1,
+            executor: Executor::Local,
+            submitted_at: t0(),
+            depends_on: None,
+        })
+        .unwrap();
+        let mut w = RunWriter::open(dir.path(), 0, None).unwrap();
+        for step in 1..=8u64 {
+            w.metric(&MetricRecord {
+                step,
+                epoch: 0.0,
+                samples_seen: step * 8,
+                tokens: step * 800,
+                loss_tokens: step * 400,
+                loss: *loss,
+                grad_norm: *g,
+                lr: 1e-5,
+                step_time_s: 0.1,
+                tokens_per_s: 1000.0,
+                mem_bytes: None,
+                at: t0(),
+            })
+            .unwrap();
+        }
+        if *done {
+            write_eval_at(
+                dir.path(),
+                &EvalResult {
+                    name: "mmlu".into(),
+                    step: 8,
+                    metrics: BTreeMap::from([("acc".into(), 0.5 - 0.1 * g + 0.05 * loss)]),
+                    at: t0(),
+                },
+            )
+            .unwrap();
+            w.write_result(&RunResult {
+                status: ResultStatus::Completed,
+                job_id: format!("local-{id}"),
+                final_step: 8,
+                samples_seen: 64,
+                tokens: 0,
+                final_loss: Some(*loss),
+                wall_s: 1.0,
+                at: t0(),
+                message: None,
+            })
+            .unwrap();
+        }
+    }
+}
+
+/// `--predictor fitted`: a least-squares fit of the final score on early gradient norm and loss
+/// over finished runs (the sweep's own, or `--fit-from` others) recovers an exactly linear
+/// relation, ranks the running points by the prediction, and `prune` cancels the worst; too
+/// few finished runs is a clear error.
+#[test]
+fn fitted_predictor_learns_from_finished_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("ledger");
+    let finished = [
+        (1.0, 2.0),
+        (2.0, 2.5),
+        (1.5, 3.5),
+        (3.0, 2.2),
+        (0.5, 2.8),
+        (2.5, 3.9),
+    ];
+    // Predicted: r0 0.5-0.1+0.1 = 0.50, r1 0.5-0.3+0.2 = 0.40, r2 0.5-0.05+0.15 = 0.60.
+    let running = [(1.0, 2.0), (3.0, 4.0), (0.5, 3.0)];
+    write_linear_sweep(&root, "lin", &finished, &running);
+
+    let (out, err, code) = sftctl(
+        &root,
+        &[
+            "report",
+            "lin",
+            "--early",
+            "64",
+            "--predictor",
+            "fitted",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let fit = &v["fit"];
+    assert_eq!(fit["n"], 6, "{v:#}");
+    assert_eq!(fit["metric"], "mmlu:acc");
+    for (key, want) in [
+        ("intercept", 0.5),
+        ("grad_norm_coef", -0.1),
+        ("loss_coef", 0.05),
+        ("r2", 1.0),
+    ] {
+        let got = fit[key].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-9, "{key}: {got} vs {want}");
+    }
+    let order: Vec<&str> = v["ranking"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["lin-r2", "lin-r0", "lin-r1"]);
+    let top = v["ranking"][0]["score"].as_f64().unwrap();
+    assert!((top - 0.6).abs() < 1e-9, "{top}");
+
+    // The text report states the fit.
+    let (out, _, code) = sftctl(
+        &root,
+        &["report", "lin", "--early", "64", "--predictor", "fitted"],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("fitted on 6 finished run(s): mmlu:acc = 0.5000 -0.1000 x grad_norm +0.0500 x loss (R^2 1.000)"), "{out}");
+
+    // prune ranks the same way and would cancel the predicted worst.
+    let (out, err, code) = sftctl(
+        &root,
+        &[
+            "prune",
+            "lin",
+            "--after",
+            "64",
+            "--keep",
+            "2",
+            "--predictor",
+            "fitted",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["cancel"], serde_json::json!(["lin-r1"]), "{v:#}");
+
+    // A sweep with only running points learns from another one with --fit-from.
+    write_linear_sweep(&root, "new", &[], &running);
+    let (out, err, code) = sftctl(
+        &root,
+        &[
+            "prune",
+            "new",
+            "--after",
+            "64",
+            "--keep",
+            "1",
+            "--predictor",
+            "fitted",
+            "--fit-from",
+            "lin",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["fit"]["n"], 6);
+    assert_eq!(
+        v["cancel"],
+        serde_json::json!(["new-r0", "new-r1"]),
+        "{v:#}"
+    );
+
+    // Without finished runs to learn from: exit 1, and why.
+    let (_, err, code) = sftctl(
+        &root,
+        &[
+            "prune",
+            "new",
+            "--after",
+            "64",
+            "--keep",
+            "1",
+            "--predictor",
+            "fitted",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no evaluated finished run"), "{err}");
+    write_linear_sweep(&root, "few", &finished[..3], &running);
+    let (_, err, code) = sftctl(
+        &root,
+        &["report", "few", "--early", "64", "--predictor", "fitted"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("needs at least 4 finished runs"), "{err}");
+}

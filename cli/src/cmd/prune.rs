@@ -2,8 +2,8 @@
 //! and cancels all but the best K through `sftctl cancel`'s path. A dry run unless `--yes`.
 
 use crate::args::{CancelArgs, LedgerArg, PruneArgs};
-use crate::cmd::report::{predictor, sweep};
-use crate::report::early::{rank_runs, text};
+use crate::cmd::report::{checkpoint, fitted, predictor, sweep};
+use crate::report::early::{Predictor, rank_runs, text};
 use crate::report::{Outcome, RunData, collect_sweep};
 use serde_json::json;
 
@@ -15,7 +15,17 @@ pub fn run(a: &PruneArgs) -> anyhow::Result<()> {
         .filter(|r| r.outcome == Outcome::Running)
         .collect();
     let p = predictor(a.predictor);
-    let (ranked, waiting) = rank_runs(&running, a.after, p);
+    let fit = match p {
+        Predictor::Fitted => Some(fitted(
+            &a.fit,
+            &runs,
+            a.after,
+            checkpoint(a.checkpoint),
+            &a.ledger.ledger,
+        )?),
+        _ => None,
+    };
+    let (ranked, waiting) = rank_runs(&running, a.after, p, fit.as_ref());
     let cancel: Vec<String> = ranked
         .iter()
         .filter(|r| r.rank > a.keep)
@@ -27,6 +37,7 @@ pub fn run(a: &PruneArgs) -> anyhow::Result<()> {
             serde_json::to_string_pretty(&json!({
                 "window_samples": a.after,
                 "predictor": p,
+                "fit": fit,
                 "keep": a.keep,
                 "ranking": ranked,
                 "not_ranked": waiting,
@@ -35,7 +46,18 @@ pub fn run(a: &PruneArgs) -> anyhow::Result<()> {
             }))?
         );
     } else {
-        print!("{}", text(a.after, p, &[], &ranked, &waiting, Some(a.keep)));
+        print!(
+            "{}",
+            text(
+                a.after,
+                p,
+                fit.as_ref(),
+                &[],
+                &ranked,
+                &waiting,
+                Some(a.keep)
+            )
+        );
     }
     if cancel.is_empty() {
         eprintln!("sftctl: nothing to cancel");

@@ -1,7 +1,7 @@
 //! `sftctl report SWEEP`: the results table (or, with `--early`, the early-dynamics ranking) from
 //! the ledger alone. The table goes to stdout; runs left out of it are listed on stderr.
 
-use crate::args::{CheckpointArg, PredictorArg, ReportArgs, ReportFormat};
+use crate::args::{CheckpointArg, FitArgs, PredictorArg, ReportArgs, ReportFormat};
 use crate::cmd::{SweepRef, resolve_sweep};
 use crate::report::early::{self, Predictor};
 use crate::report::plot::{self, Curve, Series, group_series, run_series};
@@ -25,7 +25,18 @@ pub fn run(a: &ReportArgs) -> anyhow::Result<()> {
     };
     let mut out = std::io::stdout().lock();
     if let Some(window) = a.early {
-        let text = early_report(&runs, &opts, window, predictor(a.predictor), a.format)?;
+        let p = predictor(a.predictor);
+        let fit = match p {
+            Predictor::Fitted => Some(fitted(
+                &a.fit,
+                &runs,
+                window,
+                opts.checkpoint,
+                &a.ledger.ledger,
+            )?),
+            _ => None,
+        };
+        let text = early_report(&runs, &opts, window, p, fit.as_ref(), a.format)?;
         out.write_all(text.as_bytes())?;
         return Ok(());
     }
@@ -152,6 +163,7 @@ pub fn early_report(
     opts: &TableOptions,
     window: u64,
     p: Predictor,
+    fit: Option<&early::Fit>,
     f: ReportFormat,
 ) -> anyhow::Result<String> {
     let t = build_table(runs, opts);
@@ -168,11 +180,12 @@ pub fn early_report(
     } else {
         running
     };
-    let (ranked, waiting) = early::rank_runs(&pool, window, p);
+    let (ranked, waiting) = early::rank_runs(&pool, window, p, fit);
     Ok(if f == ReportFormat::Json {
         let mut s = serde_json::to_string_pretty(&serde_json::json!({
             "window_samples": window,
             "predictor": p,
+            "fit": fit,
             "correlations": corr,
             "ranking": ranked,
             "not_ranked": waiting,
@@ -180,7 +193,7 @@ pub fn early_report(
         s.push('\n');
         s
     } else {
-        early::text(window, p, &corr, &ranked, &waiting, None)
+        early::text(window, p, fit, &corr, &ranked, &waiting, None)
     })
 }
 
@@ -208,7 +221,58 @@ pub fn predictor(p: PredictorArg) -> Predictor {
         PredictorArg::Paper => Predictor::Paper,
         PredictorArg::GradNorm => Predictor::GradNorm,
         PredictorArg::Loss => Predictor::Loss,
+        PredictorArg::Fitted => Predictor::Fitted,
     }
+}
+
+/// The `fitted` predictor: fitted on the finished runs of the `--fit-from` sweeps (default: of
+/// `own`), for `--fit-metric` (default: the first benchmark those runs have).
+pub fn fitted(
+    a: &FitArgs,
+    own: &[RunData],
+    window: u64,
+    checkpoint: Checkpoint,
+    ledger: &Path,
+) -> anyhow::Result<early::Fit> {
+    let mut loaded = Vec::new();
+    for s in &a.fit_from {
+        loaded.extend(collect_sweep(&sweep(s, ledger)?.dir)?);
+    }
+    let pool: Vec<&RunData> = if a.fit_from.is_empty() {
+        own.iter().collect()
+    } else {
+        loaded.iter().collect()
+    };
+    let metric = match &a.fit_metric {
+        Some(m) => MetricKey::parse(m),
+        None => {
+            let finished: Vec<RunData> = pool
+                .iter()
+                .filter(|r| r.outcome == Outcome::Completed)
+                .map(|r| (*r).clone())
+                .collect();
+            let t = build_table(
+                &finished,
+                &TableOptions {
+                    rows: Vec::new(),
+                    metrics: Vec::new(),
+                    checkpoint,
+                    samples_to_peak: false,
+                    include_running: false,
+                },
+            );
+            match t.columns.first() {
+                Some(c) => c.metric.clone(),
+                None => {
+                    return user_err(
+                        "the fitted predictor found no evaluated finished run to learn from \
+                         (evaluate finished runs, or name other sweeps with --fit-from)",
+                    );
+                }
+            }
+        }
+    };
+    early::fit(&pool, window, &metric, checkpoint).or_else(user_err)
 }
 
 fn format(f: ReportFormat) -> Format {

@@ -1,7 +1,8 @@
 //! Early dynamics: statistics of the first S samples seen (a window in samples, not steps, since
 //! batch sizes differ many-fold), their Spearman correlation with a final metric over finished
 //! runs, and the ranking of points by a predictor (the paper's rule: lower early gradient norm
-//! and higher early loss rank higher). `prune` cancels from the bottom of this ranking.
+//! and higher early loss rank higher; or a linear fit of the final metric on both statistics over
+//! finished runs). `prune` cancels from the bottom of this ranking.
 
 use super::collect::{Outcome, RunData};
 use super::stats::{RhoInterval, ranks, spearman_bootstrap};
@@ -47,6 +48,8 @@ pub enum Predictor {
     GradNorm,
     /// Higher early loss ranks higher.
     Loss,
+    /// The final metric predicted by a [`Fit`] over finished runs; higher ranks higher.
+    Fitted,
 }
 
 impl Predictor {
@@ -55,8 +58,97 @@ impl Predictor {
             Predictor::Paper => "paper",
             Predictor::GradNorm => "grad-norm",
             Predictor::Loss => "loss",
+            Predictor::Fitted => "fitted",
         }
     }
+}
+
+/// A least-squares fit `metric ≈ intercept + grad_norm_coef × mean_grad_norm + loss_coef ×
+/// mean_loss` of a final metric on the early statistics of finished runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fit {
+    /// The metric fitted (`name:metric`).
+    pub metric: String,
+    pub intercept: f64,
+    pub grad_norm_coef: f64,
+    pub loss_coef: f64,
+    /// Finished runs it was fitted on.
+    pub n: usize,
+    /// Coefficient of determination on those runs.
+    pub r2: f64,
+}
+
+impl Fit {
+    /// The predicted metric for early statistics `s`.
+    pub fn predict(&self, s: &EarlyStats) -> f64 {
+        self.intercept + self.grad_norm_coef * s.mean_grad_norm + self.loss_coef * s.mean_loss
+    }
+}
+
+/// Fits `metric` (at `checkpoint`) on the early statistics of the completed runs of `runs` that
+/// have both. Needs at least four such runs whose statistics are not collinear.
+pub fn fit(
+    runs: &[&RunData],
+    window: u64,
+    metric: &MetricKey,
+    checkpoint: Checkpoint,
+) -> Result<Fit, String> {
+    let rows: Vec<(f64, f64, f64)> = runs
+        .iter()
+        .filter(|r| r.outcome == Outcome::Completed)
+        .filter_map(|r| {
+            let s = early_stats(r, window)?;
+            let (_, y) = chosen(r, metric, checkpoint)?;
+            Some((s.mean_grad_norm, s.mean_loss, y))
+        })
+        .filter(|(g, l, y)| g.is_finite() && l.is_finite() && y.is_finite())
+        .collect();
+    let n = rows.len();
+    if n < 4 {
+        return Err(format!(
+            "a fitted predictor needs at least 4 finished runs with `{}` and {window} samples of \
+             metrics; found {n}",
+            metric.label()
+        ));
+    }
+    // Centred normal equations of the two slopes, then the intercept.
+    let nf = n as f64;
+    let (mg, ml, my) = rows.iter().fold((0.0, 0.0, 0.0), |a, r| {
+        (a.0 + r.0 / nf, a.1 + r.1 / nf, a.2 + r.2 / nf)
+    });
+    let (mut sgg, mut sll, mut sgl, mut sgy, mut sly, mut syy) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for &(g, l, y) in &rows {
+        let (g, l, y) = (g - mg, l - ml, y - my);
+        sgg += g * g;
+        sll += l * l;
+        sgl += g * l;
+        sgy += g * y;
+        sly += l * y;
+        syy += y * y;
+    }
+    let det = sgg * sll - sgl * sgl;
+    if det.abs() <= 1e-12 * (sgg * sll).max(f64::MIN_POSITIVE) {
+        return Err(format!(
+            "the early gradient norm and loss of the {n} finished runs are collinear (or \
+             constant): nothing to fit `{}` on",
+            metric.label()
+        ));
+    }
+    let b = (sgy * sll - sly * sgl) / det;
+    let c = (sly * sgg - sgy * sgl) / det;
+    let a = my - b * mg - c * ml;
+    let sse: f64 = rows
+        .iter()
+        .map(|&(g, l, y)| (y - (a + b * g + c * l)).powi(2))
+        .sum();
+    Ok(Fit {
+        metric: metric.label(),
+        intercept: a,
+        grad_norm_coef: b,
+        loss_coef: c,
+        n,
+        r2: if syy > 0.0 { 1.0 - sse / syy } else { 1.0 },
+    })
 }
 
 /// One ranked point.
@@ -73,8 +165,13 @@ pub struct Ranked {
 }
 
 /// Ranks the runs that have reached the window, best predicted first; also returns the ids of
-/// those that have not (they cannot be ranked yet).
-pub fn rank_runs(runs: &[&RunData], window: u64, p: Predictor) -> (Vec<Ranked>, Vec<String>) {
+/// those that have not (they cannot be ranked yet). [`Predictor::Fitted`] needs `fit`.
+pub fn rank_runs(
+    runs: &[&RunData],
+    window: u64,
+    p: Predictor,
+    fit: Option<&Fit>,
+) -> (Vec<Ranked>, Vec<String>) {
     let mut ready = Vec::new();
     let mut waiting = Vec::new();
     for r in runs {
@@ -89,6 +186,10 @@ pub fn rank_runs(runs: &[&RunData], window: u64, p: Predictor) -> (Vec<Ranked>, 
     let score: Vec<f64> = match p {
         Predictor::GradNorm => neg_g.clone(),
         Predictor::Loss => loss.clone(),
+        Predictor::Fitted => ready
+            .iter()
+            .map(|(_, s)| fit.map_or(f64::NAN, |f| f.predict(s)))
+            .collect(),
         Predictor::Paper => ranks(&neg_g)
             .iter()
             .zip(ranks(&loss))
@@ -155,9 +256,11 @@ pub fn correlations(
 }
 
 /// Text for the terminal: correlations, then the ranking with the cut after `keep` if given.
+#[allow(clippy::too_many_arguments)]
 pub fn text(
     window: u64,
     p: Predictor,
+    fit: Option<&Fit>,
     corr: &[Correlation],
     ranked: &[Ranked],
     waiting: &[String],
@@ -177,6 +280,12 @@ pub fn text(
         }
     }
     out.push_str(&format!("ranking by predictor `{}`:\n", p.as_str()));
+    if let Some(f) = fit {
+        out.push_str(&format!(
+            "fitted on {} finished run(s): {} = {:.4} {:+.4} x grad_norm {:+.4} x loss (R^2 {:.3})\n",
+            f.n, f.metric, f.intercept, f.grad_norm_coef, f.loss_coef, f.r2
+        ));
+    }
     out.push_str(&format!(
         "{:>4}  {:<12}  {:<28}  {:>9}  {:>10}  {:>8}  {}\n",
         "rank", "run", "name", "state", "grad_norm", "loss", "action"
