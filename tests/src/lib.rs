@@ -319,3 +319,91 @@ pub fn old_instance_gone(run: &Path, job: &str) -> bool {
     let stepd = format!("slurmstepd: [{base}.");
     processes_with(&run_id).is_empty() && processes_with(&stepd).is_empty()
 }
+
+/// The bundled quickstart as a test sweep: a sandbox (owned by the test user when `as_user`)
+/// holding a copy of `examples/`, whose `examples/quickstart.toml` is renamed `name`, shrunk to
+/// one grid point (lr 3e-3, seed 0) and one thread (the local executor and a one-CPU Slurm
+/// allocation then compute the same sums in the same order), with `edits` applied (each `from`
+/// must occur in the file: a changed example fails loudly here) and `extra` appended. Returns
+/// the sandbox and the spec's path relative to it.
+pub fn quickstart_sweep(
+    name: &str,
+    as_user: bool,
+    edits: &[(&str, String)],
+    extra: &str,
+) -> (Sandbox, String) {
+    let sb = Sandbox::new(as_user);
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("examples"))
+        .arg(sb.path())
+        .status()
+        .expect("cp -r examples");
+    assert!(st.success());
+    let mut text = fs_err::read_to_string(repo().join("examples/quickstart.toml")).unwrap();
+    let base = [
+        (
+            "name = \"quickstart\"\nledger",
+            format!("name = \"{name}\"\nledger"),
+        ),
+        (
+            "lr = [1e-3, 3e-3]\nseed = [0, 1]",
+            "lr = [3e-3]\nseed = [0]".to_owned(),
+        ),
+    ];
+    for (from, to) in base
+        .iter()
+        .map(|(f, t)| (*f, t))
+        .chain(edits.iter().map(|(f, t)| (*f, t)))
+    {
+        assert!(
+            text.contains(from),
+            "examples/quickstart.toml no longer contains `{from}`: update this test"
+        );
+        text = text.replacen(from, to, 1);
+    }
+    text.push_str("\n[env]\nvars = { RAYON_NUM_THREADS = \"1\" }\n");
+    text.push_str(extra);
+    let spec = "examples/quickstart.toml".to_owned();
+    sb.write(&spec, &text);
+    (sb, spec)
+}
+
+/// The one run directory of sweep `name` in a [`quickstart_sweep`] sandbox's ledger.
+pub fn only_run_dir(sb: &Sandbox, name: &str) -> PathBuf {
+    let runs = sb.path().join("ledger-data/sweeps").join(name).join("runs");
+    let dirs: Vec<PathBuf> = fs_err::read_dir(&runs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.into_iter().next().unwrap()
+}
+
+/// Every job log of a run, in name order (for failure messages and what the jobs printed).
+pub fn job_logs(run: &Path) -> String {
+    let mut out = String::new();
+    if let Ok(rd) = fs_err::read_dir(run.join("logs")) {
+        let mut paths: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            out += &format!("== {}\n", p.display());
+            out += &fs_err::read_to_string(&p).unwrap_or_default();
+        }
+    }
+    out
+}
+
+/// Records of a JSON-lines file (empty when it does not exist yet); a line that does not parse
+/// (a record being appended) is skipped.
+pub fn jsonl(path: &Path) -> Vec<serde_json::Value> {
+    fs_err::read_to_string(path)
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -16,79 +16,33 @@ const T: Duration = Duration::from_secs(600);
 /// checkpointing every 2 with `--keep-last 1`, plus two evaluations: `mmlu` (built-in, every
 /// checkpoint) and `fake_lm` (tests/payload/fake-lm-eval.sh, the final checkpoint).
 fn sweep_with_evals(name: &str, executor: &str) -> (Sandbox, String) {
+    let edits = [
+        ("executor = \"local\"", format!("executor = \"{executor}\"")),
+        (
+            "max_steps = 0",
+            "max_steps = 4\ncheckpoint_every = 2".to_owned(),
+        ),
+        (
+            "[run]\n",
+            "[run]\ncommand = [\"{binary}\", \"run\", \"{run_dir}\", \"--keep-last\", \"1\"]\n"
+                .to_owned(),
+        ),
+    ];
     // Slurm jobs run as the unprivileged test user; local ones as whoever runs the test.
-    let sb = Sandbox::new(executor == "slurm");
-    let st = Command::new("cp")
-        .arg("-r")
-        .arg(repo().join("examples"))
-        .arg(sb.path())
-        .status()
-        .expect("cp -r examples");
-    assert!(st.success());
+    let (sb, spec) = quickstart_sweep(name, executor == "slurm", &edits, "");
     fs_err::copy(
         repo().join("tests/payload/fake-lm-eval.sh"),
         sb.path().join("fake-lm-eval.sh"),
     )
     .unwrap();
-    let mut text = fs_err::read_to_string(repo().join("examples/quickstart.toml")).unwrap();
-    for (from, to) in [
-        (
-            "name = \"quickstart\"\nledger",
-            format!("name = \"{name}\"\nledger"),
-        ),
-        ("executor = \"local\"", format!("executor = \"{executor}\"")),
-        (
-            "max_steps = 0",
-            "max_steps = 4\ncheckpoint_every = 2".into(),
-        ),
-        (
-            "lr = [1e-3, 3e-3]\nseed = [0, 1]",
-            "lr = [3e-3]\nseed = [0]".into(),
-        ),
-        (
-            "[run]\n",
-            "[run]\ncommand = [\"{binary}\", \"run\", \"{run_dir}\", \"--keep-last\", \"1\"]\n"
-                .into(),
-        ),
-    ] {
-        assert!(
-            text.contains(from),
-            "examples/quickstart.toml no longer contains `{from}`: update this test"
-        );
-        text = text.replacen(from, &to, 1);
-    }
+    let mut text = fs_err::read_to_string(sb.path().join(&spec)).unwrap();
     text.push_str(&format!(
-        "\n[env]\nvars = {{ RAYON_NUM_THREADS = \"1\" }}\n\n\
-         [[eval]]\nname = \"mmlu\"\nkind = \"mmlu\"\ndata = \"eval/mmlu-tiny\"\ncheckpoints = \"all\"\nshots = 1\n\n\
+        "\n[[eval]]\nname = \"mmlu\"\nkind = \"mmlu\"\ndata = \"eval/mmlu-tiny\"\ncheckpoints = \"all\"\nshots = 1\n\n\
          [[eval]]\nname = \"fake_lm\"\nkind = \"command\"\ncommand = [\"{}\", \"{{model}}\", \"{{output}}\"]\n[eval.slurm]\ntime = \"5\"\n",
         sb.path().join("fake-lm-eval.sh").display()
     ));
-    let spec = "examples/quickstart.toml".to_owned();
     sb.write(&spec, &text);
     (sb, spec)
-}
-
-fn run_dir(sb: &Sandbox, name: &str) -> PathBuf {
-    let runs = sb.path().join("ledger-data/sweeps").join(name).join("runs");
-    let dirs: Vec<PathBuf> = fs_err::read_dir(&runs)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    dirs.into_iter().next().unwrap()
-}
-
-fn logs(run: &Path) -> String {
-    let mut out = String::new();
-    if let Ok(rd) = fs_err::read_dir(run.join("logs")) {
-        for e in rd.flatten() {
-            out += &format!("== {}\n", e.path().display());
-            out += &fs_err::read_to_string(e.path()).unwrap_or_default();
-        }
-    }
-    out
 }
 
 fn json(p: &Path) -> serde_json::Value {
@@ -120,7 +74,7 @@ fn scontrol(args: &[&str]) {
 /// command's lm-eval JSON imported at the final one, step 2's weights gone once scored, the
 /// final checkpoint whole, and a report with both benchmarks.
 fn check_scored(sb: &Sandbox, spec: &str, name: &str) -> PathBuf {
-    let dir = run_dir(sb, name);
+    let dir = only_run_dir(sb, name);
     for step in [2, 4] {
         let r = json(&dir.join(format!("eval/mmlu.step-{step}.json")));
         let acc = r["metrics"]["acc"].as_f64().unwrap();
@@ -139,7 +93,11 @@ fn check_scored(sb: &Sandbox, spec: &str, name: &str) -> PathBuf {
     assert_eq!(scored["results"], serde_json::json!(["fake_group"]));
     assert!(!dir.join("eval/fake_group.step-2.json").exists());
     // Scored by every evaluation that wanted it and beyond `--keep-last 1`: gone.
-    assert!(!dir.join("checkpoints/step-2").exists(), "{}", logs(&dir));
+    assert!(
+        !dir.join("checkpoints/step-2").exists(),
+        "{}",
+        job_logs(&dir)
+    );
     for f in ["model.safetensors", "optimizer.bpk", "COMPLETE"] {
         assert!(dir.join("checkpoints/step-4").join(f).is_file(), "{f}");
     }
@@ -172,7 +130,7 @@ fn eval_jobs_run_after_training_on_slurm_keep_weights_until_scored_and_retry() {
     let lm_job = job_of("fake_lm");
     // Hold the built-in evaluation so the test sees the trained run before it is scored.
     scontrol(&["hold", &mmlu_job]);
-    let dir = run_dir(&sb, "evals");
+    let dir = only_run_dir(&sb, "evals");
     let batches = sb.path().join("ledger-data/sweeps/evals/batches");
     let argv: Vec<String> = fs_err::read_dir(&batches)
         .unwrap()
@@ -199,12 +157,16 @@ fn eval_jobs_run_after_training_on_slurm_keep_weights_until_scored_and_retry() {
                     .iter()
                     .any(|e| e["name"] == "fake_lm" && e["state"] == "failed")
         })
-        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&dir)));
+        .unwrap_or_else(|e| panic!("{e}\n{}", job_logs(&dir)));
     assert_eq!(eval_of(&s, "mmlu")["state"], "pending", "{s:#}");
     assert_eq!(eval_of(&s, "fake_lm")["job_id"], lm_job.as_str());
     // Not scored yet: step 2 (beyond `--keep-last 1`) keeps its weights, not its optimizer.
     let step2 = dir.join("checkpoints/step-2");
-    assert!(step2.join("model.safetensors").is_file(), "{}", logs(&dir));
+    assert!(
+        step2.join("model.safetensors").is_file(),
+        "{}",
+        job_logs(&dir)
+    );
     assert!(step2.join("COMPLETE").is_file());
     assert!(!step2.join("optimizer.bpk").exists());
     let table = sb.ok(&["status", &spec]);
@@ -218,13 +180,13 @@ fn eval_jobs_run_after_training_on_slurm_keep_weights_until_scored_and_retry() {
     scontrol(&["release", &mmlu_job]);
     let s = sb
         .wait_for(&spec, T, |s| eval_of(s, "mmlu")["state"] == "done")
-        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&dir)));
+        .unwrap_or_else(|e| panic!("{e}\n{}", job_logs(&dir)));
     assert_eq!(
         eval_of(&s, "mmlu")["scored_steps"],
         serde_json::json!([2, 4])
     );
     // The failed command evaluation still needs only the final checkpoint, so step 2 went.
-    assert!(!step2.exists(), "{}", logs(&dir));
+    assert!(!step2.exists(), "{}", job_logs(&dir));
 
     // Without --retry-failed nothing is submitted; with it only the failed evaluation job.
     assert_eq!(sb.ok(&["submit", &spec]), "");
@@ -234,7 +196,7 @@ fn eval_jobs_run_after_training_on_slurm_keep_weights_until_scored_and_retry() {
     assert!(out.trim_end().ends_with("\teval:fake_lm"), "{out}");
     let s = sb
         .wait_for(&spec, T, |s| eval_of(s, "fake_lm")["state"] == "done")
-        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&dir)));
+        .unwrap_or_else(|e| panic!("{e}\n{}", job_logs(&dir)));
     assert_eq!(eval_of(&s, "fake_lm")["attempt"], 2);
     assert_eq!(s["runs"][0]["attempt"], 1, "training was not resubmitted");
     check_scored(&sb, &spec, "evals");
@@ -401,7 +363,7 @@ fn a_refused_eval_sbatch_is_completed_by_the_next_submit_and_cancel_reaches_eval
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(out.lines().all(|l| l.contains("\teval:")), "{out}");
-    let dir = run_dir(&sb, "evals-refused");
+    let dir = only_run_dir(&sb, "evals-refused");
     let subs = fs_err::read_to_string(dir.join("eval-submissions.jsonl")).unwrap();
     assert_eq!(
         subs.matches(&format!("\"depends_on\":\"{train_job}\""))
@@ -440,7 +402,7 @@ fn a_refused_eval_sbatch_is_completed_by_the_next_submit_and_cancel_reaches_eval
                     .iter()
                     .all(|e| eval_of(s, e)["state"] == "done")
         })
-        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&dir)));
+        .unwrap_or_else(|e| panic!("{e}\n{}", job_logs(&dir)));
     assert_eq!(s["runs"][0]["attempt"], 2);
     for e in ["mmlu", "fake_lm"] {
         assert_eq!(eval_of(&s, e)["attempt"], 2, "{s:#}");

@@ -24,87 +24,22 @@ fn quickstart(
     warmup: u32,
     no_grace: bool,
 ) -> (Sandbox, String) {
-    let sb = Sandbox::new(true);
-    let st = Command::new("cp")
-        .arg("-r")
-        .arg(repo().join("examples"))
-        .arg(sb.path())
-        .status()
-        .expect("cp -r examples");
-    assert!(st.success());
-    let mut text = fs_err::read_to_string(repo().join("examples/quickstart.toml")).unwrap();
-    for (from, to) in [
-        (
-            "name = \"quickstart\"\nledger",
-            format!("name = \"{name}\"\nledger"),
-        ),
-        ("executor = \"local\"", "executor = \"slurm\"".into()),
+    let mut edits = vec![
+        ("executor = \"local\"", "executor = \"slurm\"".to_owned()),
         ("warmup_steps = 2", format!("warmup_steps = {warmup}")),
         (
             "max_steps = 0",
             format!("max_steps = {steps}\ncheckpoint_every = {checkpoint_every}"),
         ),
-        (
-            "lr = [1e-3, 3e-3]\nseed = [0, 1]",
-            "lr = [3e-3]\nseed = [0]".into(),
-        ),
-    ] {
-        assert!(
-            text.contains(from),
-            "examples/quickstart.toml no longer contains `{from}`: update this test"
-        );
-        text = text.replacen(from, &to, 1);
-    }
-    // One thread everywhere: the local executor and a one-CPU Slurm allocation then compute
-    // the same floating-point sums in the same order.
-    text.push_str("\n[env]\nvars = { RAYON_NUM_THREADS = \"1\" }\n");
+    ];
     if no_grace {
-        text = text.replacen(
+        edits.push((
             "[run]\n",
-            "[run]\ncommand = [\"{binary}\", \"run\", \"{run_dir}\", \"--stop-grace-s\", \"0\"]\n",
-            1,
-        );
+            "[run]\ncommand = [\"{binary}\", \"run\", \"{run_dir}\", \"--stop-grace-s\", \"0\"]\n"
+                .to_owned(),
+        ));
     }
-    let spec = "examples/quickstart.toml".to_owned();
-    sb.write(&spec, &text);
-    (sb, spec)
-}
-
-/// The one run directory of the sweep `name` in the sandbox's ledger.
-fn run_dir(sb: &Sandbox, name: &str) -> PathBuf {
-    let runs = sb.path().join("ledger-data/sweeps").join(name).join("runs");
-    let dirs: Vec<PathBuf> = fs_err::read_dir(&runs)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    dirs.into_iter().next().unwrap()
-}
-
-/// Every job log of a run, for failure messages.
-fn job_logs(run: &Path) -> String {
-    let mut out = String::new();
-    if let Ok(rd) = fs_err::read_dir(run.join("logs")) {
-        for e in rd.flatten() {
-            out += &format!("== {}\n", e.path().display());
-            out += &fs_err::read_to_string(e.path()).unwrap_or_default();
-        }
-    }
-    out
-}
-
-/// Lines of a JSON-lines file (empty when it does not exist yet).
-fn lines(path: &Path) -> Vec<serde_json::Value> {
-    fs_err::read_to_string(path)
-        .map(|t| {
-            t.lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect()
-        })
-        .unwrap_or_default()
+    quickstart_sweep(name, true, &edits, "")
 }
 
 /// The run of a status document that has exactly one.
@@ -130,7 +65,7 @@ fn check_completed(
         })
         .unwrap();
     let run = only_run(&s);
-    let dir = run_dir(sb, name);
+    let dir = only_run_dir(sb, name);
     assert_eq!(run["state"], "completed", "{s:#}\n{}", job_logs(&dir));
     assert_eq!(run["samples_seen"], 8 * steps, "{s:#}");
     assert_eq!(run["total_samples"], 8 * steps, "{s:#}");
@@ -141,7 +76,7 @@ fn check_completed(
     assert_eq!(result["samples_seen"], 8 * steps);
     let loss = result["final_loss"].as_f64().expect("a final loss");
     assert!(loss.is_finite() && loss > 0.0, "final loss {loss}");
-    let metrics = lines(&dir.join("metrics.jsonl"));
+    let metrics = jsonl(&dir.join("metrics.jsonl"));
     assert_eq!(
         metrics.len() as u64,
         steps,
@@ -234,7 +169,7 @@ fn quickstart_trains_on_slurm_and_locally() {
     let out = sb.ok(&["submit", &spec]);
     assert_eq!(out.lines().count(), 1, "{out}");
     let dir = check_completed(&sb, &spec, "qs-slurm", STEPS).0;
-    let attempts = lines(&dir.join("attempts.jsonl"));
+    let attempts = jsonl(&dir.join("attempts.jsonl"));
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0]["attempt"], 1);
     let slurm = final_state(&dir, STEPS);
@@ -248,7 +183,7 @@ fn quickstart_trains_on_slurm_and_locally() {
 
 /// Attempts recorded by the run so far (one per start of `sftctl-train`).
 fn attempts(dir: &Path) -> Vec<serde_json::Value> {
-    lines(&dir.join("attempts.jsonl"))
+    jsonl(&dir.join("attempts.jsonl"))
 }
 
 /// While attempt `n` of the Slurm job `job` runs, waits for step `after`, sends the batch shell
@@ -273,7 +208,7 @@ fn preempt(
             .cloned()
             .collect()
     };
-    while attempts(dir).len() < n || lines(&dir.join("metrics.jsonl")).len() < after {
+    while attempts(dir).len() < n || jsonl(&dir.join("metrics.jsonl")).len() < after {
         assert!(
             start.elapsed() < T,
             "attempt {n} did not reach step {after}:\n{}",
@@ -289,7 +224,7 @@ fn preempt(
 
     // The runtime checkpoints, records `preempted`, requeues its job and exits 75.
     let event = loop {
-        let ev = lines(&events);
+        let ev = jsonl(&events);
         if let Some(e) = preempted(&ev).get(n - 1) {
             break e.clone();
         }
@@ -308,11 +243,11 @@ fn preempt(
     assert_eq!(event["signal"], "USR1", "{event}");
     let stopped_at = event["step"].as_u64().unwrap();
     assert!(
-        lines(&events)
+        jsonl(&events)
             .iter()
             .any(|e| e["kind"] == "checkpoint" && e["step"] == stopped_at),
         "no checkpoint of step {stopped_at}: {:#?}",
-        lines(&events)
+        jsonl(&events)
     );
     assert!(
         dir.join(format!("checkpoints/step-{stopped_at}/COMPLETE"))
@@ -394,7 +329,7 @@ fn preempted_run(
         .next()
         .expect("submit prints the job id")
         .to_owned();
-    let dir = run_dir(&sb, name);
+    let dir = only_run_dir(&sb, name);
     let stops: Vec<u64> = after
         .iter()
         .enumerate()
@@ -434,7 +369,7 @@ fn preempted_slurm_job_checkpoints_requeues_and_resumes_bit_exactly() {
     reference.ok(&["submit", &spec, "--executor", "local", "--wait"]);
     let ref_dir = check_completed(&reference, &spec, "pre-ref", STEPS).0;
     let expected = final_state(&ref_dir, STEPS);
-    let step_s: Vec<f64> = lines(&ref_dir.join("metrics.jsonl"))
+    let step_s: Vec<f64> = jsonl(&ref_dir.join("metrics.jsonl"))
         .iter()
         .map(|m| m["step_time_s"].as_f64().unwrap_or(0.0))
         .collect();
@@ -473,7 +408,7 @@ fn preempted_local_run(expected: &FinalState) {
     const STEPS: u64 = 60;
     let (sb, spec) = quickstart("pre-local", STEPS as u32, 10, 20, false);
     sb.ok(&["submit", &spec, "--executor", "local"]);
-    let dir = run_dir(&sb, "pre-local");
+    let dir = only_run_dir(&sb, "pre-local");
     let start = Instant::now();
     let job = loop {
         let jobs: Vec<serde_json::Value> = fs_err::read_dir(dir.join("local"))
@@ -486,7 +421,7 @@ fn preempted_local_run(expected: &FinalState) {
             .unwrap_or_default();
         if let [j] = jobs.as_slice()
             && j["state"] == "running"
-            && lines(&dir.join("metrics.jsonl")).len() >= 5
+            && jsonl(&dir.join("metrics.jsonl")).len() >= 5
         {
             break j.clone();
         }
@@ -541,13 +476,13 @@ fn job_stops_itself_before_its_time_limit() {
     sb.write(&spec, &text);
     let out = sb.ok(&["submit", &spec]);
     let job = out.split_whitespace().next().expect("job id").to_owned();
-    let dir = run_dir(&sb, "deadline");
+    let dir = only_run_dir(&sb, "deadline");
     let script = fs_err::read_to_string(dir.join("job.sh")).unwrap();
     assert!(script.contains("--signal=B:USR1@10"), "{script}");
     let start = Instant::now();
     let events = dir.join("events/rank-0.jsonl");
     let event = loop {
-        if let Some(e) = lines(&events)
+        if let Some(e) = jsonl(&events)
             .into_iter()
             .find(|e| e["kind"] == "preempted")
         {
