@@ -60,6 +60,49 @@ fn points() -> Vec<Point> {
     v
 }
 
+/// Writes what `sftctl submit` leaves for run `id` named `name` of `sweep` (run record,
+/// `config.json` with these `[train]` values, one local submission); returns its directory.
+fn submitted_run(
+    sweep: &sftctl_ledger::SweepDir,
+    id: &str,
+    name: &str,
+    train: serde_json::Value,
+) -> sftctl_ledger::RunDir {
+    let dir = sweep.run(id);
+    dir.write_run(&RunRecord {
+        format_version: 1,
+        run_id: id.into(),
+        name: name.into(),
+        sweep: sweep.name().into(),
+        identity: serde_json::json!({}),
+        resources: Resources {
+            nodes: 1,
+            gpus_per_node: 1,
+            cpus_per_task: 1,
+            time_limit_s: 60,
+        },
+        phases: vec![],
+        created_at: t0(),
+        sftctl_version: "0".into(),
+    })
+    .unwrap();
+    dir.write_config(&serde_json::json!({
+        "run_id": id, "name": name, "sweep": sweep.name(), "train": train,
+    }))
+    .unwrap();
+    dir.append_submission(&Submission {
+        job_id: format!("local-{id}"),
+        batch: "b".into(),
+        phase: 0,
+        attempt: 1,
+        executor: Executor::Local,
+        submitted_at: t0(),
+        depends_on: None,
+    })
+    .unwrap();
+    dir
+}
+
 /// Writes the ledger; every value is a fixed function of the point, so outputs are stable.
 fn write_ledger(root: &Path) {
     let l = Ledger::create(root, "test").unwrap();
@@ -81,40 +124,13 @@ fn write_ledger(root: &Path) {
         if p.end == End::Missing {
             continue;
         }
-        let dir = sweep.run(&p.id);
         let name = format!("demo-bs{}-lr{:e}-s{}", p.bs, p.lr, p.seed);
-        dir.write_run(&RunRecord {
-            format_version: 1,
-            run_id: p.id.clone(),
-            name: name.clone(),
-            sweep: "demo".into(),
-            identity: serde_json::json!({}),
-            resources: Resources {
-                nodes: 1,
-                gpus_per_node: 1,
-                cpus_per_task: 1,
-                time_limit_s: 60,
-            },
-            phases: vec![],
-            created_at: t0(),
-            sftctl_version: "0".into(),
-        })
-        .unwrap();
-        dir.write_config(&serde_json::json!({
-            "run_id": p.id, "name": name, "sweep": "demo",
-            "train": {"batch_size": p.bs, "lr": p.lr, "seed": p.seed, "schedule": "cosine"},
-        }))
-        .unwrap();
-        dir.append_submission(&Submission {
-            job_id: format!("local-{}", p.id),
-            batch: "b".into(),
-            phase: 0,
-            attempt: 1,
-            executor: Executor::Local,
-            submitted_at: t0(),
-            depends_on: None,
-        })
-        .unwrap();
+        let dir = submitted_run(
+            &sweep,
+            &p.id,
+            &name,
+            serde_json::json!({"batch_size": p.bs, "lr": p.lr, "seed": p.seed, "schedule": "cosine"}),
+        );
         let mut w = RunWriter::open(dir.path(), 0, None).unwrap();
         // 6,400 samples in all; a running run has seen 1,280.
         let total = if p.end == End::Running { 1280 } else { 6400 };
@@ -608,38 +624,7 @@ fn write_linear_sweep(root: &Path, name: &str, completed: &[(f64, f64)], running
         })
         .unwrap();
     for (id, (g, loss), done) in &runs {
-        let dir = sweep.run(id);
-        dir.write_run(&RunRecord {
-            format_version: 1,
-            run_id: id.clone(),
-            name: id.clone(),
-            sweep: name.into(),
-            identity: serde_json::json!({}),
-            resources: Resources {
-                nodes: 1,
-                gpus_per_node: 1,
-                cpus_per_task: 1,
-                time_limit_s: 60,
-            },
-            phases: vec![],
-            created_at: t0(),
-            sftctl_version: "0".into(),
-        })
-        .unwrap();
-        dir.write_config(&serde_json::json!({
-            "run_id": id, "name": id, "sweep": name, "train": {"batch_size": 8},
-        }))
-        .unwrap();
-        dir.append_submission(&Submission {
-            job_id: format!("local-{id}"),
-            batch: "b".into(),
-            phase: 0,
-            attempt: 1,
-            executor: Executor::Local,
-            submitted_at: t0(),
-            depends_on: None,
-        })
-        .unwrap();
+        let dir = submitted_run(&sweep, id, id, serde_json::json!({"batch_size": 8}));
         let mut w = RunWriter::open(dir.path(), 0, None).unwrap();
         for step in 1..=8u64 {
             w.metric(&MetricRecord {
