@@ -341,7 +341,12 @@ fn time_limit_with_signal_checkpoints_before_the_kill_and_resumes() {
         events(&run, "preempted").first().cloned()
     });
     let warned_after = started.elapsed();
-    assert_eq!(pre["signal"], "USR1", "{pre}");
+    // Slurm's USR1 normally comes first; on a slow check the trainer's own deadline stop (about
+    // 40 s into a one-minute job, issue 5) may beat it: either way a checkpoint before the kill.
+    assert!(
+        pre["signal"] == "USR1" || pre["signal"] == "deadline",
+        "{pre}"
+    );
     let stop = pre["step"].as_u64().unwrap();
     assert!(stop > 0 && stop < STEPS, "{pre}");
     let complete = valid_checkpoints(&run);
@@ -372,8 +377,9 @@ fn time_limit_with_signal_checkpoints_before_the_kill_and_resumes() {
         job_logs(&run)
     );
     eprintln!(
-        "time-limit test: USR1 {warned_after:.1?} after attempt 1 started, stopped at step \
+        "time-limit test: {} {warned_after:.1?} after attempt 1 started, stopped at step \
          {stop} with a complete checkpoint; attempt 2 resumed and finished; {:.1?}",
+        pre["signal"],
         t0.elapsed()
     );
 }

@@ -64,11 +64,12 @@ impl JobExit {
 
 /// The stop grace when `--stop-grace-s` is not given: the batch script's `--signal` lead time
 /// (`SFTCTL_SIGNAL_SECONDS`, exported by the template) less [`DEADLINE_MARGIN`], at least half
-/// of it; 60 s outside such a script.
+/// of it; 60 s outside such a script or when it sends no warning (`signal_seconds = 0`).
 pub fn default_stop_grace() -> Duration {
     match std::env::var("SFTCTL_SIGNAL_SECONDS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&lead| lead > 0)
     {
         Some(lead) => {
             let lead = Duration::from_secs(lead);
