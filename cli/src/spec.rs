@@ -932,8 +932,18 @@ fn check_evals(
                         ));
                     }
                 }
+                // A program given by a relative path (`eval/lm-eval.sh`) is found from the spec's
+                // directory, as `data` is; a bare name (`lm_eval`) is looked up on PATH.
+                let mut argv = argv.clone();
+                if argv[0].contains('/') && Path::new(&argv[0]).is_relative() {
+                    let joined = dir.join(&argv[0]);
+                    argv[0] = std::path::absolute(&joined)
+                        .unwrap_or(joined)
+                        .to_string_lossy()
+                        .into_owned();
+                }
                 EvalKind::Command {
-                    command: argv.clone(),
+                    command: argv,
                     all_tasks: e.all_tasks.as_ref().is_some_and(|b| *b.get_ref()),
                 }
             }
@@ -1314,6 +1324,27 @@ mod tests {
         assert_eq!((lm.slurm.gpus_per_node, lm.slurm.cpus_per_task), (0, 8));
         assert_eq!(lm.slurm.time, "00:30:00");
         assert_eq!(s.binary.as_deref(), Some("sftctl-train"));
+    }
+
+    #[test]
+    fn an_eval_program_with_a_relative_path_is_found_from_the_spec_directory() {
+        let program = |argv0: &str| {
+            let s = parse(&format!(
+                "{BASE}[[eval]]\nname = \"lm\"\nkind = \"command\"\ncommand = [\"{argv0}\", \"{{model}}\", \"{{output}}\"]\n"
+            ))
+            .unwrap();
+            match &s.evals[0].spec.kind {
+                EvalKind::Command { command, .. } => command[0].clone(),
+                k => panic!("{k:?}"),
+            }
+        };
+        let rel = program("eval/lm-eval.sh");
+        assert!(
+            Path::new(&rel).is_absolute() && rel.ends_with("/eval/lm-eval.sh"),
+            "{rel}"
+        );
+        assert_eq!(program("lm_eval"), "lm_eval");
+        assert_eq!(program("/opt/x/lm_eval"), "/opt/x/lm_eval");
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub struct Imported {
     pub scores: Scores,
 }
 
+/// Numeric fields of an lm-eval task result that are not scores.
+const LM_EVAL_NOT_METRICS: &[&str] = &["sample_len", "sample_count"];
+
 /// Reads `text` (from `path`, for messages). lm-eval output is recognised by its `results`
 /// object; each task becomes an evaluation named after the task, metrics keep their name with a
 /// `,none` filter dropped (another filter stays as `metric/filter`), standard errors are kept as
@@ -44,6 +47,10 @@ pub fn parse(text: &str, path: &str, name: &str, all_tasks: bool) -> Result<Impo
             let mut metrics = BTreeMap::new();
             for (k, val) in m {
                 let Some(x) = val.as_f64() else { continue };
+                // lm-eval's bookkeeping next to the metrics (the task's document count).
+                if LM_EVAL_NOT_METRICS.contains(&k.as_str()) {
+                    continue;
+                }
                 let (metric, filter) = k.split_once(',').unwrap_or((k.as_str(), "none"));
                 let key = if filter == "none" {
                     metric.to_owned()
@@ -103,7 +110,7 @@ mod tests {
     #[test]
     fn lm_eval_results_keep_groups_and_drop_subtasks() {
         let text = r#"{"results": {
-            "mmlu": {"acc,none": 0.61, "acc_stderr,none": 0.004, "alias": "mmlu"},
+            "mmlu": {"acc,none": 0.61, "acc_stderr,none": 0.004, "alias": "mmlu", "sample_len": 14042},
             "mmlu_anatomy": {"acc,none": 0.5, "alias": " - anatomy"},
             "gsm8k": {"exact_match,strict-match": 0.3, "exact_match,flexible-extract": 0.35}},
           "group_subtasks": {"mmlu": ["mmlu_anatomy"], "gsm8k": []},
@@ -113,6 +120,7 @@ mod tests {
         assert_eq!(i.scores.keys().collect::<Vec<_>>(), ["gsm8k", "mmlu"]);
         assert_eq!(i.scores["mmlu"]["acc"], 0.61);
         assert_eq!(i.scores["mmlu"]["acc_stderr"], 0.004);
+        assert_eq!(i.scores["mmlu"].len(), 2, "sample_len is no score");
         assert_eq!(i.scores["gsm8k"]["exact_match/strict-match"], 0.3);
         let all = parse(text, "r.json", "x", true).unwrap();
         assert_eq!(all.scores["mmlu_anatomy"]["acc"], 0.5);

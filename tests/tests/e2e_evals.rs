@@ -505,3 +505,62 @@ fn a_built_in_evaluation_runs_inside_the_training_job() {
         .unwrap();
     assert!(train_log.contains("mmlu step 4: acc"), "{train_log}");
 }
+
+/// lm-evaluation-harness itself as a `kind = "command"` evaluation job (examples/eval/lm-eval.sh,
+/// offline, one local task per subject of examples/eval/mmlu-tiny) beside the built-in scorer,
+/// through the local executor: its per-subject accuracies are imported into the ledger and
+/// equal the built-in scorer's at every checkpoint. Needs lm_eval in the venv
+/// (tests/python-env.sh installs it); skipped without it unless `SFTCTL_REQUIRE_PYTHON` is set.
+#[test]
+fn lm_eval_itself_runs_as_an_evaluation_job_and_agrees_with_the_built_in_scorer() {
+    let venv = std::env::var("SFTCTL_VENV").unwrap_or_else(|_| "/opt/sftctl-venv".into());
+    if !Path::new(&venv).join("bin/lm_eval").is_file() {
+        assert!(
+            std::env::var_os("SFTCTL_REQUIRE_PYTHON").is_none(),
+            "SFTCTL_REQUIRE_PYTHON is set but {venv} has no lm_eval (run tests/python-env.sh)"
+        );
+        eprintln!("skipped: no lm_eval in {venv} (tests/python-env.sh installs it)");
+        return;
+    }
+    let edits = [(
+        "max_steps = 0",
+        "max_steps = 4\ncheckpoint_every = 2".to_owned(),
+    )];
+    let extra = format!(
+        "venv = \"{venv}\"\n\n\
+         [[eval]]\nname = \"builtin\"\nkind = \"mmlu\"\ndata = \"eval/mmlu-tiny\"\ncheckpoints = \"all\"\n\n\
+         [[eval]]\nname = \"lm_eval\"\nkind = \"command\"\ncommand = [\"eval/lm-eval.sh\", \"{{model}}\", \"{{output}}\"]\ncheckpoints = \"all\"\nall_tasks = true\n"
+    );
+    let (sb, spec) = quickstart_sweep("lm-eval", false, &edits, &extra);
+    sb.ok(&["submit", &spec, "--executor", "local", "--wait"]);
+    let dir = only_run_dir(&sb, "lm-eval");
+    let s = sb.status(&spec);
+    assert_eq!(
+        s["runs"][0]["state"],
+        "completed",
+        "{s:#}\n{}",
+        job_logs(&dir)
+    );
+    let mut compared = 0;
+    for step in [2, 4] {
+        let builtin = json(&dir.join(format!("eval/builtin.step-{step}.json")));
+        let subjects: Vec<String> = builtin["metrics"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter_map(|k| k.strip_prefix("acc/").map(str::to_owned))
+            .collect();
+        assert_eq!(subjects.len(), 3, "{builtin:#}");
+        for subject in subjects {
+            let lm = json(&dir.join(format!("eval/tiny_{subject}.step-{step}.json")));
+            assert_eq!(
+                lm["metrics"]["acc"],
+                builtin["metrics"][format!("acc/{subject}")],
+                "step {step}, {subject}: lm-eval {lm:#} vs built-in {builtin:#}\n{}",
+                job_logs(&dir)
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 6);
+}

@@ -191,12 +191,42 @@ pub fn substitute(
         .collect()
 }
 
-/// The JSON a command left at `output`: the file itself, or (lm-eval writes
-/// `<dir>/<model>/results_<time>.json` under an `--output_path` directory) the newest `.json`
-/// file below that directory.
+/// Files lm-eval 0.4 writes for an `--output_path` ending in `.json`: the stem with a
+/// timestamp, `<stem>_<time>.json`, beside it.
+fn timestamped_siblings(output: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(stem)) = (output.parent(), output.file_stem()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}_", stem.to_string_lossy());
+    let Ok(rd) = fs_err::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.extension().is_some_and(|x| x == "json")
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The JSON a command left at `output`: the file itself; or, as lm-eval 0.4 does with an
+/// `--output_path` ending in `.json`, `<stem>_<time>.json` beside it (the newest); or (an
+/// `--output_path` directory, `<dir>/<model>/results_<time>.json`) the newest `.json` file
+/// below that directory.
 fn output_file(output: &Path) -> anyhow::Result<PathBuf> {
     if output.is_file() {
         return Ok(output.to_owned());
+    }
+    if !output.exists()
+        && let Some(newest) = timestamped_siblings(output).pop()
+    {
+        return Ok(newest);
     }
     anyhow::ensure!(
         output.is_dir(),
@@ -243,6 +273,10 @@ fn run_command(
         fs_err::remove_dir_all(&output)?;
     } else if output.exists() {
         fs_err::remove_file(&output)?;
+    }
+    // A retried job must not pick up what an earlier attempt left.
+    for stale in timestamped_siblings(&output) {
+        fs_err::remove_file(&stale)?;
     }
     let words = substitute(argv, model, &output, step, run_dir, name);
     eprintln!("{name} step {step}: running {words:?}");
@@ -348,6 +382,22 @@ mod tests {
                 "{other}"
             ]
         );
+    }
+
+    #[test]
+    fn lm_evals_timestamped_file_beside_the_output_path_is_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("lm.step-4.json");
+        // Another checkpoint's file and an unrelated one do not count.
+        fs_err::write(tmp.path().join("lm.step-40_2026-01-01T00-00-00.json"), "{}").unwrap();
+        fs_err::write(tmp.path().join("other.json"), "{}").unwrap();
+        assert!(output_file(&out).is_err());
+        let first = tmp.path().join("lm.step-4_2026-11-29T00-23-45.660899.json");
+        let second = tmp.path().join("lm.step-4_2026-11-29T00-24-01.000001.json");
+        fs_err::write(&first, "{}").unwrap();
+        fs_err::write(&second, "{}").unwrap();
+        assert_eq!(output_file(&out).unwrap(), second);
+        assert_eq!(timestamped_siblings(&out), vec![first, second]);
     }
 
     #[test]
