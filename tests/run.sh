@@ -33,6 +33,8 @@ if [ -x "$venv/bin/python" ]; then
     export LD_LIBRARY_PATH="$("$venv/bin/python" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/tch"
     cargo test -p sftctl-runtime --features tch --test model_parity --test weights_io
+    # bf16 with fp32 master weights against fp32 on flex and tch-CPU (docs/gpu.md).
+    cargo test -p sftctl-runtime --features tch --test mixed_precision
     # The GPU data-parallel path compiles (cudarc loads libcuda and NCCL only at run time).
     cargo build -p sftctl-runtime --features tch,nccl --lib
   )
