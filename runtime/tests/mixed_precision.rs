@@ -3,7 +3,8 @@
 //! follow the fp32 loss curve over a few hundred steps within a stated tolerance, on every
 //! backend compiled in (flex; tch-CPU with `--features tch`) or those in `SFTCTL_TEST_BACKENDS`.
 //! A bf16 run stopped and resumed from its checkpoint (which holds the fp32 master weights)
-//! ends bit-identical to an uninterrupted one.
+//! ends bit-identical to an uninterrupted one. `sftctl-train run` reads `precision` from the
+//! run's `config.json`.
 
 mod common;
 
@@ -395,4 +396,103 @@ fn bf16_resume_from_master_weights_is_bit_exact() {
         )
     };
     assert!(master(&a) == master(&r), "master weights or moments differ");
+}
+
+fn train_bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sftctl-train"));
+    c.env_remove("SLURM_JOB_ID")
+        .env_remove("SLURM_RESTART_COUNT")
+        .env_remove("SFTCTL_PHASE");
+    c
+}
+
+/// `sftctl-train run` on the tiny Llama and the quickstart data for 8 steps with `precision`;
+/// returns the run directory and the process's output.
+fn run_bin(
+    root: &std::path::Path,
+    model: &std::path::Path,
+    precision: &str,
+) -> (std::path::PathBuf, std::process::Output) {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let run = root.join(precision);
+    fs_err::create_dir_all(&run).unwrap();
+    let config = serde_json::json!({
+        "format_version": 1, "run_id": precision, "name": precision, "sweep": "test",
+        "model": {"path": model},
+        "data": [{"name": "quickstart",
+                  "path": repo.join("examples/data/quickstart/train.jsonl")}],
+        "train": {
+            "batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "schedule": "cosine",
+            "max_steps": 8, "token_budget_per_gpu": 160, "max_seq_len": 160,
+            "checkpoint_every": 4, "seed": 1, "precision": precision
+        },
+        "phases": [0],
+    });
+    fs_err::write(run.join("config.json"), config.to_string()).unwrap();
+    let out = train_bin()
+        .arg("run")
+        .arg(&run)
+        .arg("--cache-dir")
+        .arg(root.join("cache"))
+        .output()
+        .unwrap();
+    (run, out)
+}
+
+#[test]
+fn train_binary_reads_precision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let o = train_bin()
+        .args(["make-tiny-model", "--arch", "llama", "--seed", "3", "--out"])
+        .arg(&model)
+        .arg("--tokenizer")
+        .arg(repo.join("data/tests/fixtures/tiny-llama3"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let losses = |run: &std::path::Path| -> Vec<f64> {
+        fs_err::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let mut curves = Vec::new();
+    for precision in ["fp32", "bf16"] {
+        let (run, o) = run_bin(tmp.path(), &model, precision);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{precision}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let last = run.join("checkpoints/step-8");
+        assert_eq!(
+            last.join(ZERO_FILE).is_file(),
+            precision == "bf16",
+            "{precision}: the flat optimizer's state"
+        );
+        curves.push(losses(&run));
+    }
+    let (a, b) = (&curves[0], &curves[1]);
+    assert_eq!(a.len(), 8);
+    let (worst, at) = worst_rel(a, b);
+    eprintln!("sftctl-train: fp32 {a:?}\nbf16 {b:?}\nworst rel {worst:.3e} at step {at}");
+    assert!(
+        worst <= STEP_TOL,
+        "step {at}: bf16 {} fp32 {}",
+        b[at],
+        a[at]
+    );
+
+    let (_, o) = run_bin(tmp.path(), &model, "fp16");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("precision `fp16`"), "{err}");
 }
