@@ -20,7 +20,8 @@ cargo build -p sftctl-runtime --features mpi --bin sftctl-train && cp "$CARGO_TA
 cargo test --workspace --no-fail-fast
 # Data parallelism over MPI: 2 ranks vs 1, checksum mismatch, dead ranks (docs/distributed.md).
 cargo test -p sftctl-runtime --features mpi --test dist_mpi
-# ZeRO-1 over MPI: sharded AdamW on 2 ranks vs unsharded on 1, sharded checkpoints (same doc).
+# ZeRO-1 over MPI: sharded AdamW on 2 ranks vs unsharded on 1, sharded checkpoints (same doc);
+# bf16 on 2 ranks vs 1 (docs/gpu.md).
 cargo test -p sftctl-runtime --features mpi --test zero_mpi
 # The libtorch backend (tch-CPU): the model's parity with transformers and the weights round trip,
 # built against the venv's torch (docs/runtime.md) in a target dir of its own so the flex
