@@ -4,7 +4,8 @@
 //! backend compiled in (flex; tch-CPU with `--features tch`) or those in `SFTCTL_TEST_BACKENDS`.
 //! A bf16 run stopped and resumed from its checkpoint (which holds the fp32 master weights)
 //! ends bit-identical to an uninterrupted one. `sftctl-train run` reads `precision` from the
-//! run's `config.json`.
+//! run's `config.json`. The bf16 forward pass against transformers' own bf16 computation (the
+//! fixtures of `tests/fixtures/make_bf16_compute.py`).
 
 mod common;
 
@@ -31,6 +32,8 @@ const STEPS: u64 = 300;
 /// tch-CPU and flex; bf16 without fp32 master weights (the control below) 9.5e-2 and 2.7e-2.
 const STEP_TOL: f64 = 5e-3;
 const TAIL_TOL: f64 = 1e-3;
+/// How much larger than transformers' bf16 error (against float64) ours may be.
+const BF16_FORWARD_FACTOR: f64 = 1.5;
 
 fn devices() -> Vec<(BackendChoice, Device)> {
     let choices = match std::env::var("SFTCTL_TEST_BACKENDS") {
@@ -495,4 +498,74 @@ fn train_binary_reads_precision() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("precision `fp16`"), "{err}");
+}
+
+/// ‖a − b‖ / ‖b‖.
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+/// The bf16 forward pass of the fixture models (bf16-rounded weights) is as close to the float64
+/// logits of those weights as transformers' bf16 computation is: the casts sit where
+/// transformers puts them.
+#[test]
+fn bf16_forward_is_as_accurate_as_transformers_bf16() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for case in ["llama", "mistral", "granite"] {
+        let bytes =
+            fs_err::read(fixtures.join(format!("bf16_compute/{case}.safetensors"))).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let floats = |name: &str| -> Vec<f32> {
+            st.tensor(name)
+                .unwrap()
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let tokens: Vec<i64> = st
+            .tensor("tokens")
+            .unwrap()
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let (hf, f64_ref) = (floats("logits_bf16"), floats("logits_f64"));
+        let hf_err = rel_err(&hf, &f64_ref);
+        for (backend, device) in devices() {
+            let model = sftctl_runtime::weights::load_model(&fixtures.join(case), &device).unwrap();
+            let model = cast_params(model, DType::BF16);
+            let t = tokens.len();
+            let ints = |v: Vec<i64>| {
+                Tensor::<2, burn::tensor::Int>::from_data(
+                    burn::tensor::TensorData::new(v, [1, t]),
+                    &device,
+                )
+            };
+            let logits = model.forward(
+                ints(tokens.clone()),
+                ints((0..t as i64).collect()),
+                ints(vec![0; t]),
+            );
+            assert_eq!(logits.dtype(), DType::BF16, "{case} on {backend}");
+            let ours: Vec<f32> = logits.into_data().iter::<f32>().collect();
+            let err = rel_err(&ours, &f64_ref);
+            eprintln!(
+                "{case} on {backend}: bf16 logits vs float64: ours {err:.3e}, transformers \
+                 {hf_err:.3e}; ours vs transformers {:.3e}",
+                rel_err(&ours, &hf)
+            );
+            assert!(
+                err <= BF16_FORWARD_FACTOR * hf_err,
+                "{case} on {backend}: {err:.3e} vs transformers' {hf_err:.3e}"
+            );
+        }
+    }
 }
