@@ -4,7 +4,8 @@
 //! `--tiny` shrinks the model so the same code runs on a CPU in seconds.
 //!
 //! Usage: cargo run --release -p sftctl-runtime --example gpu_step -- [--backend cuda:0]
-//!   [--seq 4096] [--steps 5] [--ce-chunk 4096] [--checkpoint] [--tiny]
+//!   [--seq 4096] [--steps 5] [--ce-chunk 4096] [--checkpoint] [--bf16] [--tiny]
+//! `--bf16`: mixed precision (bf16 parameters, fp32 master weights; train/precision.rs).
 
 use std::time::Instant;
 
@@ -14,8 +15,8 @@ use sftctl_runtime::config::{Arch, RopeScaling};
 use sftctl_runtime::model::{CausalLm, LeanOptions};
 use sftctl_runtime::tiny::tiny_config;
 use sftctl_runtime::train::{
-    AdamWSettings, LrSchedule, MicroBatch, ScheduleKind, StepOutcome, StepSettings, StopSignal,
-    Trainer, with_stable_param_ids,
+    AdamWSettings, LrSchedule, MicroBatch, Precision, ScheduleKind, StepOutcome, StepSettings,
+    StopSignal, Trainer, with_precision, with_stable_param_ids,
 };
 
 fn value(args: &[String], name: &str) -> Option<String> {
@@ -65,6 +66,12 @@ fn main() {
         ce_chunk_tokens: (chunk > 0).then_some(chunk),
         checkpoint_blocks: args.iter().any(|a| a == "--checkpoint"),
     };
+    let precision = if args.iter().any(|a| a == "--bf16") {
+        Precision::Bf16
+    } else {
+        Precision::Fp32
+    };
+    let mut trainer = with_precision(trainer, precision, 0, 1);
     let mut state = 11u64;
     let mut token = || {
         state = state
@@ -106,7 +113,7 @@ fn main() {
             "what": "sftctl_step", "backend": backend.to_string(), "params": params,
             "tokens_per_step": seq, "tokens_per_s": seq as f64 / per_step,
             "flops_per_token": 6.0 * params + attn, "loss": loss,
-            "lean": format!("{:?}", trainer.lean),
+            "lean": format!("{:?}", trainer.lean), "precision": format!("{precision:?}"),
         })
     );
 }

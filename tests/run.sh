@@ -20,7 +20,8 @@ cargo build -p sftctl-runtime --features mpi --bin sftctl-train && cp "$CARGO_TA
 cargo test --workspace --no-fail-fast
 # Data parallelism over MPI: 2 ranks vs 1, checksum mismatch, dead ranks (docs/distributed.md).
 cargo test -p sftctl-runtime --features mpi --test dist_mpi
-# ZeRO-1 over MPI: sharded AdamW on 2 ranks vs unsharded on 1, sharded checkpoints (same doc).
+# ZeRO-1 over MPI: sharded AdamW on 2 ranks vs unsharded on 1, sharded checkpoints (same doc);
+# bf16 on 2 ranks vs 1 (docs/gpu.md).
 cargo test -p sftctl-runtime --features mpi --test zero_mpi
 # The libtorch backend (tch-CPU): the model's parity with transformers and the weights round trip,
 # built against the venv's torch (docs/runtime.md) in a target dir of its own so the flex
@@ -33,6 +34,8 @@ if [ -x "$venv/bin/python" ]; then
     export LD_LIBRARY_PATH="$("$venv/bin/python" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/tch"
     cargo test -p sftctl-runtime --features tch --test model_parity --test weights_io
+    # bf16 with fp32 master weights against fp32 on flex and tch-CPU (docs/gpu.md).
+    cargo test -p sftctl-runtime --features tch --test mixed_precision
     # The GPU data-parallel path compiles (cudarc loads libcuda and NCCL only at run time).
     cargo build -p sftctl-runtime --features tch,nccl --lib
   )

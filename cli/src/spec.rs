@@ -328,6 +328,12 @@ pub const TRAIN_KEYS: &[(&str, Kind, Default, &str)] = &[
         Default::Str("none"),
         "AdamW state on every rank, or sharded across data-parallel ranks (ZeRO stage 1)",
     ),
+    (
+        "precision",
+        Kind::OneOf(&["fp32", "bf16"]),
+        Default::Str("fp32"),
+        "fp32, or bf16 compute with fp32 master weights and AdamW moments",
+    ),
 ];
 
 /// Looks up a hyperparameter.

@@ -750,12 +750,144 @@ fn binary_zero1_matches_unsharded() {
     );
 }
 
+/// `sftctl-train run` with `precision = "bf16"` (train/precision.rs): 1 rank against 2 ranks
+/// under `mpirun` (the flat fp32 optimizer sharded over them), then the 2-rank step-3
+/// checkpoint, whose `model.safetensors` holds the master weights gathered from both ranks,
+/// resumed on 1 rank. bf16 sums a rank's micro-batch gradients in bf16 and the ranks' in f32,
+/// so the two differ by more than the fp32 runs above (figures in docs/gpu.md).
+fn binary_bf16_two_ranks_matches_one() {
+    const BF16_LOSS_REL_TOL: f64 = 2e-4;
+    const BF16_WEIGHT_ABS_TOL: f32 = 2e-3;
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tmp = tempdir("bf16");
+    let bin = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sftctl-train"));
+        c.env_remove("SLURM_JOB_ID")
+            .env_remove("SLURM_RESTART_COUNT")
+            .env_remove("SFTCTL_PHASE");
+        c
+    };
+    let model = tmp.join("model");
+    let o = bin()
+        .args(["make-tiny-model", "--arch", "llama", "--seed", "3", "--out"])
+        .arg(&model)
+        .arg("--tokenizer")
+        .arg(repo.join("data/tests/fixtures/tiny-llama3"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let make_run = |name: &str| {
+        let run = tmp.join(name);
+        fs_err::create_dir_all(&run).unwrap();
+        let data = repo.join("examples/data/quickstart/train.jsonl");
+        let config = serde_json::json!({
+            "format_version": 1, "run_id": name, "name": name, "sweep": "test",
+            "model": {"path": model},
+            "data": [{"name": "quickstart", "path": data}],
+            "train": {
+                "batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "schedule": "cosine",
+                "max_steps": 6, "token_budget_per_gpu": 160, "max_seq_len": 160,
+                "checkpoint_every": 3, "seed": 1, "grad_clip": 0.5, "weight_decay": 0.01,
+                "precision": "bf16"
+            },
+            "phases": [0],
+        });
+        fs_err::write(run.join("config.json"), config.to_string()).unwrap();
+        run
+    };
+    let (one, two) = (make_run("one"), make_run("two"));
+    let o = bin().arg("run").arg(&one).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("mpirun")
+        .args([
+            "-np",
+            "2",
+            "--oversubscribe",
+            "--bind-to",
+            "none",
+            "--tag-output",
+        ])
+        .arg(env!("CARGO_BIN_EXE_sftctl-train"))
+        .arg("run")
+        .arg(&two)
+        .env("OMPI_MCA_btl", "self,tcp")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env_remove("SLURM_JOB_ID")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let losses = |run: &Path| -> Vec<f64> {
+        fs_err::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (l1, l2) = (losses(&one), losses(&two));
+    assert_eq!((l1.len(), l2.len()), (6, 6));
+    let loss_worst = l1
+        .iter()
+        .zip(&l2)
+        .map(|(a, b)| (a - b).abs() / a)
+        .fold(0.0f64, f64::max);
+    let weights = |run: &Path| -> Vec<f32> {
+        let bytes = fs_err::read(run.join("checkpoints/step-6/model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+        names.sort();
+        names
+            .iter()
+            .flat_map(|n| {
+                let t = st.tensor(n).unwrap();
+                assert_eq!(t.dtype(), safetensors::Dtype::F32, "{n}");
+                t.data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let (w1, w2) = (weights(&one), weights(&two));
+    // The master weights, not their bf16 copy: most values lie off the bf16 grid.
+    let off_grid = w2.iter().filter(|x| x.to_bits() & 0xFFFF != 0).count();
+    assert!(
+        off_grid > w2.len() / 2,
+        "{off_grid} of {} off the bf16 grid",
+        w2.len()
+    );
+    let worst = max_diff(&w1, &w2);
+    eprintln!(
+        "sftctl-train bf16: 2 ranks vs 1: worst loss rel {loss_worst:e}, max |weight diff| \
+         {worst:e}"
+    );
+    assert!(loss_worst <= BF16_LOSS_REL_TOL, "{l1:?} vs {l2:?}");
+    assert!(worst <= BF16_WEIGHT_ABS_TOL, "max |weight diff| {worst}");
+
+    // The 2-rank step-3 checkpoint resumed on 1 rank ends near the 1-rank run.
+    fs_err::remove_dir_all(two.join("checkpoints/step-6")).unwrap();
+    let o = bin().arg("run").arg(&two).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("resumed"), "{stderr}");
+    let worst = max_diff(&w1, &weights(&two));
+    eprintln!("sftctl-train bf16: that checkpoint resumed on 1 rank: max |weight diff| {worst:e}");
+    assert!(
+        worst <= BF16_WEIGHT_ABS_TOL,
+        "resumed: max |weight diff| {worst}"
+    );
+}
+
 fn main() {
     if let Ok(scenario) = std::env::var("SFTCTL_ZERO_WORKER") {
         let out = PathBuf::from(std::env::var("SFTCTL_ZERO_OUT").expect("SFTCTL_ZERO_OUT"));
         std::process::exit(worker(&scenario, &out));
     }
-    let tests: [(&str, fn()); 4] = [
+    let tests: [(&str, fn()); 5] = [
         ("collectives_are_exact", collectives_are_exact),
         (
             "zero1_on_two_ranks_equals_unsharded_on_one",
@@ -765,6 +897,10 @@ fn main() {
         (
             "binary_zero1_matches_unsharded",
             binary_zero1_matches_unsharded,
+        ),
+        (
+            "binary_bf16_two_ranks_matches_one",
+            binary_bf16_two_ranks_matches_one,
         ),
     ];
     let filter: Vec<String> = std::env::args()

@@ -5,6 +5,7 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Bool, Device, Tensor};
 
+use super::loss::{to_dtype, to_f32};
 use crate::config::ModelConfig;
 
 /// RMSNorm as transformers computes it: `w * x / sqrt(mean(x^2) + eps)`.
@@ -23,10 +24,14 @@ impl RmsNorm {
         }
     }
 
+    /// In fp32 whatever the input's dtype (transformers' `LlamaRMSNorm` upcasts too); the
+    /// normalized value goes back to the input's dtype before the weight multiplies it.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dtype = x.dtype();
+        let x = to_f32(x);
         let variance = x.clone().square().mean_dim(D - 1);
         let normed = x.div(variance.add_scalar(self.eps).sqrt());
-        normed.mul(self.weight.val().unsqueeze())
+        to_dtype(normed, dtype).mul(self.weight.val().unsqueeze())
     }
 }
 
@@ -93,7 +98,8 @@ impl Attention {
         let (k, v) = (repeat(k), repeat(v));
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
         let scores = scores.mask_fill(mask.clone(), f32::NEG_INFINITY);
-        let probs = softmax(scores, 3);
+        // fp32 softmax, back to the compute dtype (transformers' eager attention).
+        let probs = to_dtype(softmax(to_f32(scores), 3), v.dtype());
         let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h * d]);
         linear(out, &self.o_proj, &self.o_bias)
     }

@@ -121,7 +121,7 @@ fn ce_sum(model: &CausalLm, h: Tensor<2>, targets: &[i64], device: &Device) -> T
     let n = targets.len();
     let logits = model.lm_logits(h.unsqueeze_dim::<3>(0));
     let vocab = logits.dims()[2];
-    let logp = log_softmax(logits.reshape([n, vocab]), 1);
+    let logp = log_softmax(super::to_f32(logits.reshape([n, vocab])), 1);
     let safe: Vec<i64> = targets
         .iter()
         .map(|&x| if x == IGNORE_INDEX { 0 } else { x })

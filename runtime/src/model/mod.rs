@@ -10,7 +10,7 @@ mod loss;
 pub use input::{PackedBatch, PackedRow, positions_from_cu_seqlens, seq_ids_from_cu_seqlens};
 pub use layers::{Attention, AttnOpts, Block, Mlp, RmsNorm, rotate_half};
 pub use lean::{LeanOptions, loss_and_grads as lean_loss_and_grads};
-pub use loss::{IGNORE_INDEX, loss_sum, shift_labels, token_losses};
+pub use loss::{IGNORE_INDEX, loss_sum, shift_labels, to_dtype, to_f32, token_losses};
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -162,7 +162,8 @@ impl CausalLm {
         }
     }
 
-    /// `cos` and `sin` `[B, 1, T, head_dim]` for the given positions (rotate-half layout).
+    /// `cos` and `sin` `[B, 1, T, head_dim]` for the given positions (rotate-half layout),
+    /// computed in fp32 and given the parameters' dtype (transformers does the same).
     fn rotary(&self, positions: Tensor<2, Int>, device: &Device) -> (Tensor<4>, Tensor<4>) {
         let mut config = self.config.clone();
         if self.ablation.no_rope_scaling {
@@ -175,7 +176,11 @@ impl CausalLm {
         let freqs = positions.float().unsqueeze_dim::<3>(2).mul(inv); // [B, T, D/2]
         let emb = Tensor::cat(vec![freqs.clone(), freqs], 2); // [B, T, D]
         let emb = emb.reshape([b, 1, t, 2 * half]);
-        (emb.clone().cos(), emb.sin())
+        let dtype = self.embed_tokens.val().dtype();
+        (
+            to_dtype(emb.clone().cos(), dtype),
+            to_dtype(emb.sin(), dtype),
+        )
     }
 
     /// `true` where attention is forbidden, `[B, H, T, T]`.

@@ -26,6 +26,7 @@ use crate::train::checkpoint::{CheckpointInfo, Checkpoints, read_state};
 use crate::train::data::{PackedSource, pack_all};
 use crate::train::llama::HfWeights;
 use crate::train::optim::{AdamWSettings, with_stable_param_ids};
+use crate::train::precision::{Precision, with_precision};
 use crate::train::preempt::StopSignal;
 use crate::train::run::{
     DEADLINE_MARGIN, LoopSettings, Observer, Progress, RunOutcome, resume, run,
@@ -181,6 +182,8 @@ struct TrainKeys {
     phase_init: String,
     // issue 9: `none` or `zero1` (train/zero.rs).
     optimizer_sharding: String,
+    // issue 9: `fp32` or `bf16` (train/precision.rs).
+    precision: String,
 }
 
 impl Default for TrainKeys {
@@ -205,6 +208,7 @@ impl Default for TrainKeys {
             activation_checkpointing: "none".into(),
             phase_init: "final".into(),
             optimizer_sharding: "none".into(),
+            precision: "fp32".into(),
         }
     }
 }
@@ -518,9 +522,16 @@ fn prepare(
     // ZeRO-1 (docs/distributed.md): each rank keeps the AdamW state of its shard only; set up
     // before a resume, which loads this rank's shard of the moments.
     let sharding: OptimizerSharding = t.optimizer_sharding.parse().map_err(user)?;
-    let shard = |trainer: Trainer<CausalLm>| match sharding {
-        OptimizerSharding::Zero1 if trainer.zero.is_none() => trainer.with_zero1(rank, world_size),
-        _ => trainer,
+    // bf16 keeps its fp32 master weights and moments in the same flat optimizer
+    // (train/precision.rs).
+    let precision: Precision = t.precision.parse().map_err(user)?;
+    let flat = sharding == OptimizerSharding::Zero1 || precision == Precision::Bf16;
+    let shard = |trainer: Trainer<CausalLm>| {
+        if flat && trainer.zero.is_none() {
+            trainer.with_zero1(rank, world_size)
+        } else {
+            trainer
+        }
     };
     let (trainer, source, progress, resumed_from) = match (latest, latest_state) {
         (Some(info), Some(state)) if state.phase == phase => {
@@ -612,7 +623,7 @@ fn prepare(
             (trainer, source, progress, 0)
         }
     };
-    let mut trainer = shard(trainer);
+    let mut trainer = with_precision(shard(trainer), precision, rank, world_size);
     if let Some(w) = checkpoint_measured {
         trainer.checkpoint_estimate = Duration::from_secs_f64(w.max(0.01) * 1.5);
     }

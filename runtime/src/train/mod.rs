@@ -7,6 +7,7 @@ pub mod data;
 pub mod job;
 pub mod llama;
 pub mod optim;
+pub mod precision;
 pub mod preempt;
 pub mod run;
 pub mod schedule;
@@ -16,6 +17,7 @@ pub mod zero;
 
 pub use checkpoint::{CheckpointInfo, Checkpoints, TrainState, WeightsIo};
 pub use optim::{AdamWSettings, clip_by_global_norm, global_grad_norm, with_stable_param_ids};
+pub use precision::{Precision, cast_params, with_precision};
 pub use preempt::{StopReason, StopSignal};
 pub use run::{BatchSource, LoopSettings, Observer, Progress, RunOutcome, StepBatch};
 pub use schedule::{LrSchedule, ScheduleKind};

@@ -196,6 +196,13 @@ fn save<M: PackedLm, O: Observer>(
         Some(zero) => zero.gather_state(collective)?,
         None => None,
     };
+    // Mixed precision: the checkpoint holds the fp32 master weights, not their bf16 copy.
+    let master = match &trainer.zero {
+        Some(zero) if !crate::train::precision::is_fp32(&trainer.model) => {
+            Some(zero.master_model(trainer.model.clone(), collective)?)
+        }
+        _ => None,
+    };
     if collective.rank() != 0 {
         return Ok(None);
     }
@@ -219,7 +226,8 @@ fn save<M: PackedLm, O: Observer>(
         Some(zero) => OptimizerFiles::Zero1(zero),
         None => OptimizerFiles::Replicated(&trainer.optimizer),
     };
-    let info = checkpoints.write_with(&trainer.model, weights, optimizer, &state)?;
+    let model = master.as_ref().unwrap_or(&trainer.model);
+    let info = checkpoints.write_with(model, weights, optimizer, &state)?;
     // The newest `keep_last` survive whole; older ones keep their weights (only) while an
     // evaluation of the run's `config.json` still has to score them, and each phase's best by
     // validation loss when a later phase may start from it.

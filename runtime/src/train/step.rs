@@ -97,7 +97,8 @@ pub fn loss_sum<M: PackedLm>(model: &M, batch: &MicroBatch, device: &Device) -> 
         Tensor::<2, Int>::from_data(TensorData::new(as_i64(&batch.positions), [1, t]), device);
     let logits = model.forward_packed(tokens, positions, &batch.sample_lengths);
     let vocab = logits.dims()[2];
-    let log_probs = log_softmax(logits.reshape([t, vocab]), 1);
+    // fp32 whatever the compute dtype (mixed precision, train/precision.rs).
+    let log_probs = log_softmax(crate::model::to_f32(logits.reshape([t, vocab])), 1);
     let index: Vec<i64> = batch
         .targets
         .iter()

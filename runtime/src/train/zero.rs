@@ -434,6 +434,17 @@ impl ZeroAdamW {
                 op: "all_gather_f32",
                 message: format!("{e:?}"),
             })?;
+        let flat = self.gather(&mine, collective)?;
+        Ok(write_params(model, &flat))
+    }
+
+    /// Every rank's shard of `mine` all-gathered into the flat vector (without padding).
+    fn gather(
+        &self,
+        mine: &[f32],
+        collective: &mut dyn Collective,
+    ) -> Result<Vec<f32>, CollectiveError> {
+        let l = self.layout;
         let mut flat = vec![0.0f32; l.shard * l.world];
         let mut gathered = Vec::new();
         for piece in l.pieces() {
@@ -446,6 +457,28 @@ impl ZeroAdamW {
             }
         }
         flat.truncate(l.total);
+        Ok(flat)
+    }
+
+    /// `model` with the fp32 master weights (all ranks' shards, gathered) in its parameters,
+    /// cast to f32: what a mixed-precision checkpoint stores, so that a resume continues from
+    /// the master weights and not from their bf16 copy. Every rank must call it.
+    pub fn master_model<M: Module>(
+        &self,
+        model: M,
+        collective: &mut dyn Collective,
+    ) -> Result<M, CollectiveError> {
+        let mine: Vec<f32> = self
+            .master
+            .clone()
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| CollectiveError::TensorData {
+                op: "all_gather_f32",
+                message: format!("{e:?}"),
+            })?;
+        let flat = self.gather(&mine, collective)?;
+        let model = crate::train::precision::cast_params(model, DType::F32);
         Ok(write_params(model, &flat))
     }
 
