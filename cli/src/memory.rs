@@ -16,8 +16,11 @@ fn int(run: &PlannedRun, key: &str) -> u64 {
 pub fn run_shape(plan: &Plan, run: &PlannedRun) -> RunShape {
     let s = &plan.spec.slurm;
     let world = u64::from((s.nodes * s.gpus_per_node).max(1));
-    // ZeRO-1 shards the moments and an fp32 master copy over every rank (CPU ranks included).
-    let zero1 = matches!(run.train.get("optimizer_sharding"), Some(Val::Str(v)) if v == "zero1");
+    // ZeRO-1 shards the moments and an fp32 master copy over every rank (CPU ranks included);
+    // bf16 always trains through that flat optimizer (runtime/src/train/precision.rs).
+    let bf16 = matches!(run.train.get("precision"), Some(Val::Str(v)) if v == "bf16");
+    let zero1 =
+        bf16 || matches!(run.train.get("optimizer_sharding"), Some(Val::Str(v)) if v == "zero1");
     let ranks = u64::from((s.nodes * s.ranks_per_node).max(1));
     let micro = int(run, "micro_batch_size").max(1);
     let seq = int(run, "max_seq_len").max(1);
@@ -32,6 +35,7 @@ pub fn run_shape(plan: &Plan, run: &PlannedRun) -> RunShape {
         fp32_master: zero1,
         ce_chunk_tokens: (chunk > 0).then_some(chunk),
         checkpoint_blocks: matches!(run.train.get("activation_checkpointing"), Some(Val::Str(v)) if v == "blocks"),
+        bf16,
     }
 }
 

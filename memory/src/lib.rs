@@ -101,6 +101,10 @@ pub struct RunShape {
     pub ce_chunk_tokens: Option<u64>,
     /// Per-block activation checkpointing.
     pub checkpoint_blocks: bool,
+    /// bf16 weights, gradients and activations (`precision = "bf16"`); the optimizer's fp32
+    /// master copy is `fp32_master`.
+    #[serde(default)]
+    pub bf16: bool,
 }
 
 /// Bytes per GPU, by component.
@@ -126,14 +130,18 @@ impl Estimate {
     }
 }
 
-/// fp32 everywhere, as the runtime trains today.
+/// fp32: 4 bytes.
 const F32: u64 = 4;
+/// bf16: 2 bytes.
+const BF16: u64 = 2;
 
 /// The estimate for `model` trained as `run` describes.
 ///
-/// - weights: 4 B/parameter; gradients: 4 B/parameter, twice when micro-batches are accumulated
-///   (the running sum and the new micro-batch's); AdamW: two fp32 moments, over the shards.
-/// - activations: what Burn's autodiff keeps for backward in one decoder block, per token:
+/// - weights: 4 B/parameter (2 in bf16); gradients: the same, twice when micro-batches are
+///   accumulated (the running sum and the new micro-batch's); AdamW: two fp32 moments and, with
+///   the flat optimizer (ZeRO-1, bf16), an fp32 master copy, over the shards.
+/// - activations (at the weights' width): what Burn's autodiff keeps for backward in one
+///   decoder block, per token:
 ///   about `12 hidden + 5 intermediate` floats, plus the attention scores and probabilities
 ///   (`3 heads × max_seq_len` floats per token, as the plain attention materialises them);
 ///   every block with the plain graph, one block plus each block's input with checkpointing.
@@ -147,17 +155,18 @@ pub fn estimate(model: &ModelShape, run: &RunShape) -> Estimate {
     let per_token_block = 12 * model.hidden_size
         + 5 * model.intermediate_size
         + 3 * model.num_attention_heads * run.max_seq_len.min(t.max(1));
-    let block = t * per_token_block * F32;
+    let width = if run.bf16 { BF16 } else { F32 };
+    let block = t * per_token_block * width;
     let activations = if run.checkpoint_blocks {
-        block + model.num_hidden_layers * t * model.hidden_size * F32
+        block + model.num_hidden_layers * t * model.hidden_size * width
     } else {
         model.num_hidden_layers * block
     };
     let logit_rows = run.ce_chunk_tokens.map_or(t, |c| c.min(t));
     Estimate {
         params: p,
-        weights: p * F32,
-        gradients: p * F32 * if run.micro_batches > 1 { 2 } else { 1 },
+        weights: p * width,
+        gradients: p * width * if run.micro_batches > 1 { 2 } else { 1 },
         optimizer: (2 + u64::from(run.fp32_master)) * p * F32 / run.optimizer_shards.max(1),
         activations,
         logits: 3 * logit_rows * model.vocab_size * F32,
@@ -219,6 +228,7 @@ mod tests {
             fp32_master: false,
             ce_chunk_tokens: None,
             checkpoint_blocks: false,
+            bf16: false,
         };
         let e = estimate(&m, &plain);
         assert_eq!(e.weights, 4 * m.params());
@@ -244,6 +254,21 @@ mod tests {
             },
         );
         assert_eq!(zero1.optimizer, 12 * m.params() / 8);
+        let bf16 = estimate(
+            &m,
+            &RunShape {
+                optimizer_shards: 8,
+                fp32_master: true,
+                bf16: true,
+                ..plain
+            },
+        );
+        assert_eq!(
+            (bf16.weights, bf16.gradients, bf16.optimizer),
+            (2 * m.params(), 4 * m.params(), 12 * m.params() / 8)
+        );
+        assert_eq!(bf16.activations, e.activations / 2);
+        assert_eq!(bf16.logits, e.logits, "the loss stays fp32");
         assert_eq!(lean.logits, e.logits / 8);
         assert!(lean.activations * 10 < e.activations);
         assert_eq!(gib(3 << 30), "3.0 GiB");

@@ -107,6 +107,7 @@ fn estimate_matches_resident_memory_of_a_cpu_step() {
             fp32_master: false,
             ce_chunk_tokens: None,
             checkpoint_blocks: false,
+            bf16: false,
         },
     );
 
