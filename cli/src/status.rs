@@ -196,11 +196,14 @@ pub fn query_slurm(slurm: &Slurm, job_ids: &[String]) -> anyhow::Result<Schedule
         }
     }
     // An array cancelled before it split into tasks has one accounting line for the whole
-    // array (`63`, not `63_0`): it stands for every task.
+    // array (`63`, not `63_0`): it stands for every task. Only a cancellation: a line of another
+    // state under the bare id belongs to one task, and a task accounting has not recorded yet
+    // must stay unknown, not inherit a sibling's COMPLETED.
     for id in &missing {
         if id.array.is_some()
             && !view.jobs.contains_key(&id.to_string())
             && let Some(whole) = view.jobs.get(&id.job.to_string()).cloned()
+            && whole.state == Some(RunState::Cancelled)
         {
             view.jobs.insert(id.to_string(), whole);
         }
