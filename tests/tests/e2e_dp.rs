@@ -455,7 +455,7 @@ fn lose_rank_1(
             "no rank 1 heartbeat, checkpoint or step to stop at:\n{}",
             job_log(&run)
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(5));
     };
     assert_eq!(node, "n2", "rank 1 runs on the second node");
     let sent = std::time::Instant::now();
@@ -511,17 +511,18 @@ fn lose_rank_1(
 fn a_killed_rank_fails_the_job_status_names_it_and_a_retry_resumes() {
     let Some(_lock) = lock_cluster() else { return };
     let (sb, bin) = sandbox();
-    // 24 steps, a checkpoint every 4; the signal comes when rank 0 has logged the step after a
+    // 400 steps, a checkpoint every 4; the signal comes when rank 0 has logged the step after a
     // checkpoint (5, 9, ...): rank 1 dies in the next step at the latest, which rank 0 cannot
     // finish, so the retry resumes from that checkpoint and trains at least one step again.
-    let steps = 24;
+    // Steps of the tiny model take about 10 ms on a quiet machine: many windows to catch one.
+    let steps = 400;
     sb.write(
         "kill.toml",
         &spec_with(
             "dp-kill",
             2,
             &bin,
-            &format!("epochs = 10\nmax_steps = {steps}\ncheckpoint_every = 4\n"),
+            &format!("epochs = 1000\nmax_steps = {steps}\ncheckpoint_every = 4\n"),
         ),
     );
     let (run, took, ckpt, failed) = lose_rank_1(&sb, "kill.toml", "dp-kill", "KILL", |s, c| {
