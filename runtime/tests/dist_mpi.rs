@@ -7,12 +7,14 @@
 //! One executable plays both parts (`harness = false`): run by cargo it is the orchestrator and
 //! starts itself under `mpirun`; with `SFTCTL_DIST_WORKER=<scenario>` it is one rank.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use sftctl_runtime::collective::mpi::MpiCollective;
 use sftctl_runtime::collective::replicas;
 use sftctl_runtime::collective::{Collective, SingleProcess};
@@ -20,8 +22,8 @@ use sftctl_runtime::config::Arch;
 use sftctl_runtime::model::CausalLm;
 use sftctl_runtime::tiny::tiny_config;
 use sftctl_runtime::train::{
-    AdamWSettings, IGNORE, LrSchedule, MicroBatch, PackedLm, ScheduleKind, StepOutcome,
-    StepSettings, StopSignal, Trainer, with_stable_param_ids,
+    AdamWSettings, LrSchedule, MicroBatch, ScheduleKind, StepOutcome, StepSettings, StopSignal,
+    Trainer, with_stable_param_ids,
 };
 
 const VOCAB: usize = 96;
@@ -36,74 +38,19 @@ const PARAM_ABS_TOL: f32 = 1e-6;
 const LOSS_REL_TOL: f64 = 1e-6;
 const NORM_REL_TOL: f64 = 1e-5;
 
-/// The trainer's view of the tiny Llama: one packed row with per-sample attention.
-#[derive(Module, Debug)]
-struct Llama {
-    inner: CausalLm,
-}
-
-impl PackedLm for Llama {
-    fn forward_packed(
-        &self,
-        tokens: Tensor<2, Int>,
-        positions: Tensor<2, Int>,
-        sample_lengths: &[usize],
-    ) -> Tensor<3> {
-        let device = tokens.device();
-        let ids: Vec<i64> = sample_lengths
-            .iter()
-            .enumerate()
-            .flat_map(|(i, &n)| std::iter::repeat_n(i as i64, n))
-            .collect();
-        let t = ids.len();
-        let seq_ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
-        self.inner.forward(tokens, positions, seq_ids)
-    }
-}
-
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Micro-batch `index` (global over all steps): whole synthetic chat samples of 4..=19 tokens
-/// whose second half is in the loss, so micro-batches have unequal loss-token counts.
+/// Micro-batch `index` (global over all steps).
 fn micro_batch(index: u64) -> MicroBatch {
-    let mut mb = MicroBatch {
-        tokens: vec![],
-        positions: vec![],
-        targets: vec![],
-        sample_lengths: vec![],
-    };
-    for s in 0..SAMPLES_PER_MICRO as u64 {
-        let mut state = 0x5EED ^ (index * 31 + s).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-        let len = 4 + (splitmix(&mut state) % 16) as usize;
-        let tokens: Vec<u32> = (0..len)
-            .map(|_| (splitmix(&mut state) % VOCAB as u64) as u32)
-            .collect();
-        let mut targets = vec![IGNORE; len];
-        for t in len / 2..len - 1 {
-            targets[t] = tokens[t + 1] as i32;
-        }
-        mb.positions.extend(0..len as u32);
-        mb.tokens.extend(tokens);
-        mb.targets.extend(targets);
-        mb.sample_lengths.push(len);
-    }
-    mb
+    common::llama_micro_batch(0x5EED, index, SAMPLES_PER_MICRO, VOCAB)
 }
 
-fn trainer() -> Trainer<Llama> {
+fn trainer() -> Trainer<CausalLm> {
     trainer_for(STEPS as u64)
 }
 
-fn trainer_for(total_steps: u64) -> Trainer<Llama> {
+fn trainer_for(total_steps: u64) -> Trainer<CausalLm> {
     let device = Device::flex().autodiff();
     let model = CausalLm::random(&tiny_config(Arch::Llama, VOCAB), &device, 11);
-    let model = with_stable_param_ids(Llama { inner: model });
+    let model = with_stable_param_ids(model);
     let settings = StepSettings {
         adamw: AdamWSettings::default(),
         schedule: LrSchedule {

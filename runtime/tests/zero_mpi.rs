@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use common::{ToySource, settings as toy_step_settings, toy};
 use sftctl_runtime::collective::mpi::MpiCollective;
 use sftctl_runtime::collective::{Collective, CollectiveError, SingleProcess, replicas};
@@ -26,9 +26,9 @@ use sftctl_runtime::train::checkpoint::{OPTIMIZER_FILE, ZERO_FILE};
 use sftctl_runtime::train::run::{resume, run};
 use sftctl_runtime::train::toy::ToyWeights;
 use sftctl_runtime::train::{
-    AdamWSettings, BatchSource, CheckpointInfo, Checkpoints, IGNORE, LoopSettings, LrSchedule,
-    MicroBatch, Observer, PackedLm, Progress, RunOutcome, ScheduleKind, StepBatch, StepOutcome,
-    StepSettings, StepStats, StopSignal, Trainer, with_stable_param_ids,
+    AdamWSettings, BatchSource, CheckpointInfo, Checkpoints, LoopSettings, LrSchedule, MicroBatch,
+    Observer, Progress, RunOutcome, ScheduleKind, StepBatch, StepOutcome, StepSettings, StepStats,
+    StopSignal, Trainer, with_stable_param_ids,
 };
 
 const VOCAB: usize = 96;
@@ -43,68 +43,15 @@ const PARAM_ABS_TOL: f32 = 1e-6;
 const LOSS_REL_TOL: f64 = 1e-6;
 const NORM_REL_TOL: f64 = 1e-5;
 
-#[derive(Module, Debug)]
-struct Llama {
-    inner: CausalLm,
-}
-
-impl PackedLm for Llama {
-    fn forward_packed(
-        &self,
-        tokens: Tensor<2, Int>,
-        positions: Tensor<2, Int>,
-        sample_lengths: &[usize],
-    ) -> Tensor<3> {
-        let device = tokens.device();
-        let ids: Vec<i64> = sample_lengths
-            .iter()
-            .enumerate()
-            .flat_map(|(i, &n)| std::iter::repeat_n(i as i64, n))
-            .collect();
-        let t = ids.len();
-        let seq_ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
-        self.inner.forward(tokens, positions, seq_ids)
-    }
-}
-
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Micro-batch `index`: synthetic samples of 4..=19 tokens, the second half in the loss.
+/// Micro-batch `index` (global over all steps).
 fn micro_batch(index: u64) -> MicroBatch {
-    let mut mb = MicroBatch {
-        tokens: vec![],
-        positions: vec![],
-        targets: vec![],
-        sample_lengths: vec![],
-    };
-    for s in 0..SAMPLES_PER_MICRO as u64 {
-        let mut state = 0x2E20 ^ (index * 31 + s).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-        let len = 4 + (splitmix(&mut state) % 16) as usize;
-        let tokens: Vec<u32> = (0..len)
-            .map(|_| (splitmix(&mut state) % VOCAB as u64) as u32)
-            .collect();
-        let mut targets = vec![IGNORE; len];
-        for t in len / 2..len - 1 {
-            targets[t] = tokens[t + 1] as i32;
-        }
-        mb.positions.extend(0..len as u32);
-        mb.tokens.extend(tokens);
-        mb.targets.extend(targets);
-        mb.sample_lengths.push(len);
-    }
-    mb
+    common::llama_micro_batch(0x2E20, index, SAMPLES_PER_MICRO, VOCAB)
 }
 
-fn llama_trainer() -> Trainer<Llama> {
+fn llama_trainer() -> Trainer<CausalLm> {
     let device = Device::flex().autodiff();
     let model = CausalLm::random(&tiny_config(Arch::Llama, VOCAB), &device, 11);
-    let model = with_stable_param_ids(Llama { inner: model });
+    let model = with_stable_param_ids(model);
     let settings = StepSettings {
         adamw: AdamWSettings {
             weight_decay: 0.01,

@@ -181,3 +181,31 @@ pub fn adam_state(trainer: &Trainer<ToyLm>) -> std::collections::BTreeMap<String
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Micro-batch `index` of the synthetic stream `seed` for the tiny Llama: `samples` chat samples
+/// of 4..=19 tokens below `vocab`, the second half of each in the loss, so micro-batches have
+/// unequal loss-token counts.
+pub fn llama_micro_batch(seed: u64, index: u64, samples: usize, vocab: usize) -> MicroBatch {
+    let mut mb = MicroBatch {
+        tokens: vec![],
+        positions: vec![],
+        targets: vec![],
+        sample_lengths: vec![],
+    };
+    for s in 0..samples as u64 {
+        let mut state = seed ^ (index * 31 + s).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        let len = 4 + (splitmix(&mut state) % 16) as usize;
+        let tokens: Vec<u32> = (0..len)
+            .map(|_| (splitmix(&mut state) % vocab as u64) as u32)
+            .collect();
+        let mut targets = vec![IGNORE; len];
+        for t in len / 2..len - 1 {
+            targets[t] = tokens[t + 1] as i32;
+        }
+        mb.positions.extend(0..len as u32);
+        mb.tokens.extend(tokens);
+        mb.targets.extend(targets);
+        mb.sample_lengths.push(len);
+    }
+    mb
+}
