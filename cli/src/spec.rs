@@ -635,23 +635,7 @@ impl Spec {
         let time_s = parse_time(&time).filter(|&t| t > 0).ok_or_else(|| {
             source.error(s.time.as_ref().map(Spanned::span), format!("`slurm.time` = `{time}` is not a Slurm time limit (e.g. `30`, `01:30:00`, `2-00:00:00`)"))
         })?;
-        let mut extra = Vec::new();
-        for e in &s.extra {
-            let line = e.get_ref();
-            let ok = line.starts_with("--")
-                && line.split_once('=').map_or(is_plain_word(line), |(k, v)| {
-                    is_plain_word(k) && is_plain_word(v)
-                });
-            if !ok {
-                return Err(err(
-                    e.span(),
-                    format!(
-                        "`slurm.extra` entry `{line}` must be one `--option[=value]` of plain characters"
-                    ),
-                ));
-            }
-            extra.push(line.clone());
-        }
+        let extra = check_extra(&source, &s.extra, "slurm.extra")?;
         let gpus_per_node = pos(&s.gpus_per_node, "gpus_per_node", 0, 0)? as u32;
         let ranks_per_node = match &s.ranks_per_node {
             Some(r) if gpus_per_node > 0 && *r.get_ref() != i64::from(gpus_per_node) => {
@@ -781,6 +765,35 @@ fn placeholders(s: &str) -> Vec<&str> {
 }
 
 /// Checks the `[[eval]]` tables.
+/// Extra `#SBATCH` lines (`key` names them in errors): each one `--option[=value]` of plain
+/// characters, so nothing can break out of the directive.
+fn check_extra(
+    source: &Source,
+    extra: &[Spanned<String>],
+    key: &str,
+) -> Result<Vec<String>, SpecError> {
+    extra
+        .iter()
+        .map(|x| {
+            let line = x.get_ref();
+            let ok = line.starts_with("--")
+                && line.split_once('=').map_or(is_plain_word(line), |(k, v)| {
+                    is_plain_word(k) && is_plain_word(v)
+                });
+            if ok {
+                Ok(line.clone())
+            } else {
+                Err(source.error(
+                    Some(x.span()),
+                    format!(
+                        "`{key}` entry `{line}` must be one `--option[=value]` of plain characters"
+                    ),
+                ))
+            }
+        })
+        .collect()
+}
+
 fn check_evals(
     source: &Source,
     dir: &Path,
@@ -1040,23 +1053,7 @@ fn check_evals(
                 Some(s) => Ok(*s.get_ref() as u32),
             }
         };
-        let mut extra = Vec::new();
-        for x in &rs.extra {
-            let line = x.get_ref();
-            let ok = line.starts_with("--")
-                && line.split_once('=').map_or(is_plain_word(line), |(k, v)| {
-                    is_plain_word(k) && is_plain_word(v)
-                });
-            if !ok {
-                return Err(err(
-                    x.span(),
-                    format!(
-                        "`eval.slurm.extra` entry `{line}` must be one `--option[=value]` of plain characters"
-                    ),
-                ));
-            }
-            extra.push(line.clone());
-        }
+        let extra = check_extra(source, &rs.extra, "eval.slurm.extra")?;
         let es = EvalSlurm {
             partition: word(&rs.partition, "partition", &slurm.partition)?,
             account: word(&rs.account, "account", &slurm.account)?,
