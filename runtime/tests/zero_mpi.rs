@@ -99,6 +99,31 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
+/// The fp32 weights of a run's complete step-6 checkpoint, every tensor in name order.
+fn weights(run: &Path) -> Vec<f32> {
+    let dir = run.join("checkpoints/step-6");
+    assert!(
+        dir.join("COMPLETE").is_file(),
+        "no final checkpoint in {}",
+        run.display()
+    );
+    let bytes = fs_err::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|n| {
+            let t = st.tensor(n).unwrap();
+            assert_eq!(t.dtype(), safetensors::Dtype::F32, "{n}");
+            t.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -650,29 +675,6 @@ fn binary_zero1_matches_unsharded() {
         clipped += usize::from(a["grad_norm"].as_f64().unwrap() > 0.5);
     }
     assert!(clipped > 0, "no step was clipped");
-    let weights = |run: &Path| -> Vec<f32> {
-        let dir = run.join("checkpoints/step-6");
-        assert!(
-            dir.join("COMPLETE").is_file(),
-            "no final checkpoint in {}",
-            run.display()
-        );
-        let bytes = fs_err::read(dir.join("model.safetensors")).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-        names.sort();
-        names
-            .iter()
-            .flat_map(|n| {
-                st.tensor(n)
-                    .unwrap()
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
     let worst = max_diff(&weights(&one), &weights(&two));
     assert!(two.join("checkpoints/step-6").join(ZERO_FILE).is_file());
     assert!(!two.join("checkpoints/step-6").join(OPTIMIZER_FILE).exists());
@@ -782,23 +784,6 @@ fn binary_bf16_two_ranks_matches_one() {
         .zip(&l2)
         .map(|(a, b)| (a - b).abs() / a)
         .fold(0.0f64, f64::max);
-    let weights = |run: &Path| -> Vec<f32> {
-        let bytes = fs_err::read(run.join("checkpoints/step-6/model.safetensors")).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-        names.sort();
-        names
-            .iter()
-            .flat_map(|n| {
-                let t = st.tensor(n).unwrap();
-                assert_eq!(t.dtype(), safetensors::Dtype::F32, "{n}");
-                t.data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
     let (w1, w2) = (weights(&one), weights(&two));
     // The master weights, not their bf16 copy: most values lie off the bf16 grid.
     let off_grid = w2.iter().filter(|x| x.to_bits() & 0xFFFF != 0).count();
