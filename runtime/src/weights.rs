@@ -366,6 +366,7 @@ pub fn load_weights(
         lm_head,
         config,
         ablation: Ablation::default(),
+        attention: crate::model::AttentionKernel::default(),
     })
 }
 

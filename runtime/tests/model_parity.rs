@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use sftctl_runtime::backend::BackendChoice;
 use sftctl_runtime::config::ModelConfig;
-use sftctl_runtime::model::{Ablation, PackedBatch, PackedRow, token_losses};
+use sftctl_runtime::model::{Ablation, AttentionKernel, PackedBatch, PackedRow, token_losses};
 use sftctl_runtime::weights::{self, WeightsError};
 
 const TOL: f64 = 1e-4;
@@ -152,10 +152,27 @@ struct Run {
     grads: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
-fn run(dir: &str, device: &Device, ablation: Ablation) -> Run {
+/// The attention kernels a device runs: the decomposed path everywhere, and libtorch's fused
+/// kernel on libtorch devices.
+fn kernels(backend: BackendChoice) -> Vec<AttentionKernel> {
+    match backend {
+        BackendChoice::Flex => vec![AttentionKernel::Plain],
+        _ => vec![AttentionKernel::Plain, AttentionKernel::Auto],
+    }
+}
+
+fn run(dir: &str, device: &Device, ablation: Ablation, kernel: AttentionKernel) -> Run {
     let exp = expected(dir);
-    let mut model = weights::load_model(&fixture(dir), &device.clone().autodiff()).unwrap();
+    let ad = device.clone().autodiff();
+    let mut model = weights::load_model(&fixture(dir), &ad).unwrap();
     model.ablation = ablation;
+    model.attention = kernel;
+    // `Auto` is the fused kernel wherever this test asks for it (see `kernels`).
+    assert_eq!(
+        model.fused_attention(&ad),
+        kernel == AttentionKernel::Auto && !ablation.tiled_kv_heads,
+        "{dir}: {kernel:?} on {device:?}"
+    );
     let rows = packed_rows(dir);
     let batch = PackedBatch::new(&rows, &device.clone().autodiff());
     // The runtime's packing gives exactly the tensors the fixture script built.
@@ -218,31 +235,37 @@ fn errors(dir: &str, r: &Run) -> Vec<(String, f64)> {
 
 fn assert_parity(dir: &str) {
     for (backend, device) in devices() {
-        let r = run(dir, &device, Ablation::default());
-        let errs = errors(dir, &r);
-        let worst = errs.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
-        eprintln!(
-            "{dir} on {backend}: logits {:.2e}, token loss {:.2e}, worst {} {:.2e}",
-            errs[0].1, errs[1].1, worst.0, worst.1
-        );
-        for (name, e) in errs {
-            assert!(
-                e <= TOL,
-                "{dir} on {backend}: {name} rel err {e:.3e} > {TOL:e}"
+        for kernel in kernels(backend) {
+            let r = run(dir, &device, Ablation::default(), kernel);
+            let errs = errors(dir, &r);
+            let worst = errs.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+            eprintln!(
+                "{dir} on {backend} ({kernel:?} attention): logits {:.2e}, token loss {:.2e}, worst {} {:.2e}",
+                errs[0].1, errs[1].1, worst.0, worst.1
             );
+            for (name, e) in errs {
+                assert!(
+                    e <= TOL,
+                    "{dir} on {backend} ({kernel:?} attention): {name} rel err {e:.3e} > {TOL:e}"
+                );
+            }
         }
     }
 }
 
-/// Switching `ablation` on must break parity (logits), proving the fixture exercises it.
+/// Switching `ablation` on must break parity (logits), proving the fixture exercises it, on
+/// every backend and attention kernel.
 fn assert_ablation_breaks(dir: &str, ablation: Ablation, what: &str) {
-    let (_, device) = &devices()[0];
-    let r = run(dir, device, ablation);
-    let e = errors(dir, &r)[0].1;
-    assert!(
-        e > 1e-2,
-        "{dir}: with {what} switched off the logits still match (rel err {e:.3e})"
-    );
+    for (backend, device) in devices() {
+        for kernel in kernels(backend) {
+            let r = run(dir, &device, ablation, kernel);
+            let e = errors(dir, &r)[0].1;
+            assert!(
+                e > 1e-2,
+                "{dir} on {backend} ({kernel:?} attention): with {what} switched off the logits still match (rel err {e:.3e})"
+            );
+        }
+    }
 }
 
 #[test]

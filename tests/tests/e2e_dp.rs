@@ -649,7 +649,9 @@ fn a_rank_hung_outside_the_collectives_fails_the_job_and_status_names_it() {
     // 0 names it; stopped inside one, both ranks wait in it and rank 0 can only say so.
     let named =
         error.starts_with("rank 1 on n2 hung: alive (heartbeats) but it never joined collective `");
-    let inside = error.starts_with("collective `") && error.contains("of rank 0 did not return");
+    // (The job's error event is rank 0's, so status prefixes it with "rank 0: ".)
+    let inside =
+        error.starts_with("rank 0: collective `") && error.contains("of rank 0 did not return");
     assert!(
         (named || inside) && error.contains("SFTCTL_COLLECTIVE_TIMEOUT_S"),
         "{failed:#}\n{}",

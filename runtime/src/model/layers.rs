@@ -62,14 +62,14 @@ pub fn rotate_half(x: Tensor<4>) -> Tensor<4> {
 }
 
 impl Attention {
-    /// `x` `[B, T, hidden]`; `cos`/`sin` `[B, 1, T, head_dim]`; `mask` `[B, H, T, T]`, true =
-    /// forbidden.
+    /// `x` `[B, T, hidden]`; `cos`/`sin` `[B, 1, T, head_dim]`; `mask` says which keys each
+    /// query may attend to, and through which kernel.
     pub fn forward(
         &self,
         x: Tensor<3>,
         cos: &Tensor<4>,
         sin: &Tensor<4>,
-        mask: &Tensor<4, Bool>,
+        mask: &AttnMask,
         c: &ModelConfig,
         opts: AttnOpts,
     ) -> Tensor<3> {
@@ -82,6 +82,15 @@ impl Attention {
         let v = heads(linear(x, &self.v_proj, &self.v_bias), hkv);
         let rope = |y: Tensor<4>| y.clone().mul(cos.clone()) + rotate_half(y).mul(sin.clone());
         let (q, k) = (rope(q), rope(k));
+        let mask = match mask {
+            AttnMask::Plain(mask) => mask,
+            #[cfg(feature = "tch")]
+            AttnMask::Fused { bias } => {
+                let out = super::fused::attention(q, k, v, bias.as_ref(), scale);
+                let out = out.swap_dims(1, 2).reshape([b, t, h * d]);
+                return linear(out, &self.o_proj, &self.o_bias);
+            }
+        };
         let groups = h / hkv;
         let repeat = |y: Tensor<4>| {
             if groups == 1 {
@@ -102,6 +111,30 @@ impl Attention {
         let probs = to_dtype(softmax(to_f32(scores), 3), v.dtype());
         let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h * d]);
         linear(out, &self.o_proj, &self.o_bias)
+    }
+}
+
+/// Which keys each query may attend to, in the form its attention kernel takes.
+#[derive(Debug, Clone)]
+pub enum AttnMask {
+    /// The decomposed path: `[B, H, T, T]`, true = forbidden.
+    Plain(Tensor<4, Bool>),
+    /// libtorch's fused kernel ([`super::fused`]): `None` = causal only; else an additive bias
+    /// `[B, 1, T, T]` (0 allowed, −∞ forbidden) in the activations' dtype.
+    #[cfg(feature = "tch")]
+    Fused { bias: Option<Tensor<4>> },
+}
+
+impl AttnMask {
+    /// The same mask on the autodiff flavour of its device.
+    pub fn autodiff(&self) -> AttnMask {
+        match self {
+            AttnMask::Plain(m) => AttnMask::Plain(m.clone().autodiff()),
+            #[cfg(feature = "tch")]
+            AttnMask::Fused { bias } => AttnMask::Fused {
+                bias: bias.as_ref().map(|b| b.clone().autodiff()),
+            },
+        }
     }
 }
 
@@ -149,7 +182,7 @@ impl Block {
         x: Tensor<3>,
         cos: &Tensor<4>,
         sin: &Tensor<4>,
-        mask: &Tensor<4, Bool>,
+        mask: &AttnMask,
         c: &ModelConfig,
         opts: AttnOpts,
         residual_multiplier: f64,

@@ -12,10 +12,10 @@
 
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::{AttnOpts, CausalLm, IGNORE_INDEX};
+use super::{AttnMask, AttnOpts, CausalLm, IGNORE_INDEX};
 
 /// How the training step trades compute for memory. `LeanOptions::default()` is the plain graph.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,7 +139,7 @@ fn ce_sum(model: &CausalLm, h: Tensor<2>, targets: &[i64], device: &Device) -> T
 struct BlockContext {
     cos: Tensor<4>,
     sin: Tensor<4>,
-    mask: Tensor<4, Bool>,
+    mask: AttnMask,
     opts: AttnOpts,
     residual_multiplier: f64,
 }
@@ -174,7 +174,7 @@ impl BlockContext {
         BlockContext {
             cos: self.cos.clone().autodiff(),
             sin: self.sin.clone().autodiff(),
-            mask: self.mask.clone().autodiff(),
+            mask: self.mask.autodiff(),
             opts: self.opts,
             residual_multiplier: self.residual_multiplier,
         }

@@ -2,13 +2,15 @@
 //! blocks, final norm and LM head, with packed-sequence attention. It reads a checked
 //! [`ModelConfig`] and never names a backend; weights come from [`crate::weights`].
 
+#[cfg(feature = "tch")]
+pub mod fused;
 mod input;
 mod layers;
 mod lean;
 mod loss;
 
 pub use input::{PackedBatch, PackedRow, positions_from_cu_seqlens, seq_ids_from_cu_seqlens};
-pub use layers::{Attention, AttnOpts, Block, Mlp, RmsNorm, rotate_half};
+pub use layers::{Attention, AttnMask, AttnOpts, Block, Mlp, RmsNorm, rotate_half};
 pub use lean::{LeanOptions, loss_and_grads as lean_loss_and_grads};
 pub use loss::{IGNORE_INDEX, loss_sum, shift_labels, to_dtype, to_f32, token_losses};
 
@@ -33,6 +35,18 @@ pub struct Ablation {
     pub tiled_kv_heads: bool,
 }
 
+/// How attention is computed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttentionKernel {
+    /// libtorch's fused `scaled_dot_product_attention` (forward and backward) when the tensors
+    /// are libtorch's, the decomposed path on other backends.
+    #[default]
+    Auto,
+    /// Always the decomposed path: scores, mask, fp32 softmax, probabilities times values.
+    Plain,
+}
+
 /// A causal LM. Linear weights are stored as Burn's `[in, out]` (the transpose of the Hugging
 /// Face `[out, in]` layout); [`crate::weights`] transposes on load and save.
 #[derive(Module, Debug)]
@@ -47,6 +61,8 @@ pub struct CausalLm {
     pub config: ModelConfig,
     #[module(skip)]
     pub ablation: Ablation,
+    #[module(skip)]
+    pub attention: AttentionKernel,
 }
 
 impl CausalLm {
@@ -95,6 +111,7 @@ impl CausalLm {
                 .then(|| Param::from_tensor(normal(&[h, c.vocab_size]))),
             config: config.clone(),
             ablation: Ablation::default(),
+            attention: AttentionKernel::default(),
         }
     }
 
@@ -183,14 +200,66 @@ impl CausalLm {
         )
     }
 
-    /// `true` where attention is forbidden, `[B, H, T, T]`.
+    /// Whether attention goes through libtorch's fused kernel on `device`.
+    pub fn fused_attention(&self, device: &Device) -> bool {
+        #[cfg(feature = "tch")]
+        {
+            self.attention == AttentionKernel::Auto
+                && !self.ablation.tiled_kv_heads
+                && fused::is_libtorch(device)
+        }
+        #[cfg(not(feature = "tch"))]
+        {
+            let _ = device;
+            false
+        }
+    }
+
+    /// Which keys each query may attend to, in the form the attention kernel takes.
     fn attention_mask(
         &self,
         seq_ids: Tensor<2, Int>,
         b: usize,
         t: usize,
         device: &Device,
-    ) -> Tensor<4, burn::tensor::Bool> {
+    ) -> AttnMask {
+        #[cfg(feature = "tch")]
+        if self.fused_attention(device) {
+            let window = self.config.sliding_window.is_some() && !self.ablation.no_sliding_window;
+            // One sample per row (or packing ignored) and no window: the kernel's own causal mask.
+            let one_sample_per_row = self.ablation.no_packing_mask
+                || seq_ids
+                    .clone()
+                    .equal(seq_ids.clone().narrow(1, 0, 1).expand([b, t]))
+                    .all()
+                    .into_scalar::<bool>();
+            if one_sample_per_row && !window {
+                return AttnMask::Fused { bias: None };
+            }
+            let forbidden = self.forbidden(seq_ids, b, t, device).unsqueeze_dim::<4>(1);
+            let dtype = self.embed_tokens.val().dtype();
+            let bias =
+                Tensor::<4>::zeros([b, 1, t, t], device).mask_fill(forbidden, f32::NEG_INFINITY);
+            return AttnMask::Fused {
+                bias: Some(to_dtype(bias, dtype)),
+            };
+        }
+        let h = self.config.num_attention_heads;
+        AttnMask::Plain(
+            self.forbidden(seq_ids, b, t, device)
+                .unsqueeze_dim::<4>(1)
+                .expand([b, h, t, t]),
+        )
+    }
+
+    /// `true` where attention is forbidden, `[B, T, T]`.
+    fn forbidden(
+        &self,
+        seq_ids: Tensor<2, Int>,
+        b: usize,
+        t: usize,
+        device: &Device,
+    ) -> Tensor<3, burn::tensor::Bool> {
         let idx = Tensor::<1, Int>::arange(0..t as i64, device);
         let qi = idx.clone().unsqueeze_dim::<2>(1).expand([t, t]);
         let kj = idx.unsqueeze_dim::<2>(0).expand([t, t]);
@@ -207,11 +276,7 @@ impl CausalLm {
             let sj = seq_ids.unsqueeze_dim::<3>(1).expand([b, t, t]);
             allowed = allowed.bool_and(si.equal(sj));
         }
-        let h = self.config.num_attention_heads;
-        allowed
-            .bool_not()
-            .unsqueeze_dim::<4>(1)
-            .expand([b, h, t, t])
+        allowed.bool_not()
     }
 
     /// Number of scalar parameters.
