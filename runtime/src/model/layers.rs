@@ -82,6 +82,7 @@ impl Attention {
         let v = heads(linear(x, &self.v_proj, &self.v_bias), hkv);
         let rope = |y: Tensor<4>| y.clone().mul(cos.clone()) + rotate_half(y).mul(sin.clone());
         let (q, k) = (rope(q), rope(k));
+        #[allow(clippy::infallible_destructuring_match)] // one variant without feature `tch`
         let mask = match mask {
             AttnMask::Plain(mask) => mask,
             #[cfg(feature = "tch")]
