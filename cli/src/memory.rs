@@ -36,6 +36,10 @@ pub fn run_shape(plan: &Plan, run: &PlannedRun) -> RunShape {
         ce_chunk_tokens: (chunk > 0).then_some(chunk),
         checkpoint_blocks: matches!(run.train.get("activation_checkpointing"), Some(Val::Str(v)) if v == "blocks"),
         bf16,
+        // The template runs the tch backend on CUDA when the job has GPUs (templates/job.sh.j2),
+        // where `attention = "auto"` is libtorch's fused kernel.
+        fused_attention: s.gpus_per_node > 0
+            && !matches!(run.train.get("attention"), Some(Val::Str(v)) if v == "plain"),
     }
 }
 

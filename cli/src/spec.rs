@@ -317,6 +317,12 @@ pub const TRAIN_KEYS: &[(&str, Kind, Default, &str)] = &[
         "recompute each decoder block in backward",
     ),
     (
+        "attention",
+        Kind::OneOf(&["auto", "plain"]),
+        Default::Str("auto"),
+        "libtorch's fused attention kernels on the tch backend (auto), or the decomposed path",
+    ),
+    (
         "phase_init",
         Kind::OneOf(&["final", "best-val-loss"]),
         Default::Str("final"),

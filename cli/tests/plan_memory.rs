@@ -18,6 +18,7 @@ path = "d.jsonl"
 [train]
 max_seq_len = 2048
 token_budget_per_gpu = 8192
+attention = "plain"
 [grid]
 activation_checkpointing = ["none", "blocks"]
 [slurm]
@@ -80,4 +81,34 @@ fn plan_estimates_memory_and_warns_over_the_gpu() {
     let o = plan(dir.path(), &[]);
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("note: no memory estimate: cannot read"));
+}
+
+/// On GPUs `attention = "auto"` is libtorch's fused kernel: the estimate drops the attention
+/// scores and probabilities of every block.
+#[test]
+fn fused_attention_shrinks_the_activation_estimate() {
+    let dir = tempfile::tempdir().unwrap();
+    fs_err::create_dir(dir.path().join("m")).unwrap();
+    fs_err::write(dir.path().join("m/config.json"), LLAMA_3B).unwrap();
+    fs_err::write(dir.path().join("d.jsonl"), "").unwrap();
+    let spec = SPEC.replace("attention = \"plain\"\n", "").replace(
+        "activation_checkpointing = [\"none\", \"blocks\"]",
+        "attention = [\"plain\", \"auto\"]",
+    );
+    fs_err::write(dir.path().join("s.toml"), spec).unwrap();
+    let o = plan(dir.path(), &["--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let runs = doc["runs"].as_array().unwrap();
+    let act = |kernel: &str| {
+        runs.iter()
+            .find(|r| r["train"]["attention"] == kernel)
+            .unwrap()["memory_per_gpu"]["activations"]
+            .as_u64()
+            .unwrap()
+    };
+    // Per token and block: 12·3072 + 5·8192 + 3·24·2048 floats plain, 12·3072 + 5·8192 +
+    // 2·24·128 + 24 fused (plus one 8192 × 2048 mask).
+    assert_eq!(act("plain"), 28 * 8192 * 225_280 * 4);
+    assert_eq!(act("auto"), 28 * 8192 * 83_992 * 4 + 8192 * 2048 * 4);
 }

@@ -105,6 +105,10 @@ pub struct RunShape {
     /// master copy is `fp32_master`.
     #[serde(default)]
     pub bf16: bool,
+    /// Attention through libtorch's fused kernel (`attention = "auto"` on a GPU): no
+    /// `[heads × T × T]` scores or probabilities are kept for backward.
+    #[serde(default)]
+    pub fused_attention: bool,
 }
 
 /// Bytes per GPU, by component.
@@ -143,8 +147,11 @@ const BF16: u64 = 2;
 /// - activations (at the weights' width): what Burn's autodiff keeps for backward in one
 ///   decoder block, per token:
 ///   about `12 hidden + 5 intermediate` floats, plus the attention scores and probabilities
-///   (`3 heads × max_seq_len` floats per token, as the plain attention materialises them);
-///   every block with the plain graph, one block plus each block's input with checkpointing.
+///   (`3 heads × max_seq_len` floats per token, as the plain attention materialises them) or,
+///   with the fused kernel, the kv heads repeated to the query heads (`2 heads × head_dim`) and
+///   the log-sum-exp (`heads`); every block with the plain graph, one block plus each block's
+///   input with checkpointing. The fused kernel's mask, `max_seq_len` per token, is one tensor
+///   shared by every block.
 /// - logits: three `[tokens × vocab]` fp32 tensors (logits, log-softmax, its saved output) over
 ///   the micro-batch, or over one chunk when the cross-entropy is chunked.
 ///
@@ -152,16 +159,27 @@ const BF16: u64 = 2;
 pub fn estimate(model: &ModelShape, run: &RunShape) -> Estimate {
     let p = model.params();
     let t = run.tokens_per_micro_batch;
-    let per_token_block = 12 * model.hidden_size
-        + 5 * model.intermediate_size
-        + 3 * model.num_attention_heads * run.max_seq_len.min(t.max(1));
+    let keys = run.max_seq_len.min(t.max(1));
+    let heads = model.num_attention_heads;
+    let attention = if run.fused_attention {
+        2 * heads * model.head_dim() + heads
+    } else {
+        3 * heads * keys
+    };
+    let per_token_block = 12 * model.hidden_size + 5 * model.intermediate_size + attention;
     let width = if run.bf16 { BF16 } else { F32 };
     let block = t * per_token_block * width;
-    let activations = if run.checkpoint_blocks {
-        block + model.num_hidden_layers * t * model.hidden_size * width
+    let mask = if run.fused_attention {
+        t * keys * width
     } else {
-        model.num_hidden_layers * block
+        0
     };
+    let activations = mask
+        + if run.checkpoint_blocks {
+            block + model.num_hidden_layers * t * model.hidden_size * width
+        } else {
+            model.num_hidden_layers * block
+        };
     let logit_rows = run.ce_chunk_tokens.map_or(t, |c| c.min(t));
     Estimate {
         params: p,
@@ -229,6 +247,7 @@ mod tests {
             ce_chunk_tokens: None,
             checkpoint_blocks: false,
             bf16: false,
+            fused_attention: false,
         };
         let e = estimate(&m, &plain);
         assert_eq!(e.weights, 4 * m.params());
@@ -271,6 +290,19 @@ mod tests {
         assert_eq!(bf16.logits, e.logits, "the loss stays fp32");
         assert_eq!(lean.logits, e.logits / 8);
         assert!(lean.activations * 10 < e.activations);
+        // Fused attention: per token and block, 2·24·128 + 24 floats instead of 3·24·2048, plus
+        // one 8192 × 2048 mask.
+        let fused = estimate(
+            &m,
+            &RunShape {
+                fused_attention: true,
+                ..plain
+            },
+        );
+        assert_eq!(
+            e.activations - fused.activations,
+            28 * 8192 * (3 * 24 * 2048 - (2 * 24 * 128 + 24)) * 4 - 8192 * 2048 * 4
+        );
         assert_eq!(gib(3 << 30), "3.0 GiB");
     }
 }

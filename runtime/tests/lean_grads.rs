@@ -249,3 +249,114 @@ fn trainer_steps_with_lean_options_follow_the_plain_run() {
         assert!((n0 - n1).abs() <= 1e-4 * n0, "{plain:?} vs {lean:?}");
     }
 }
+
+/// Rows of one sample each, all of `len` tokens, with a prompt: no packing and no padding, so
+/// the fused kernel runs with its own causal mask (kv heads as they are).
+#[cfg(feature = "tch")]
+fn single_sample_rows(vocab: usize, len: usize, device: &Device) -> (PackedBatch, Vec<i64>) {
+    let rows: Vec<PackedRow> = (0..2)
+        .map(|r| {
+            let tokens: Vec<i64> = (0..len)
+                .map(|i| ((i * 7 + r * 13 + 1) % vocab) as i64)
+                .collect();
+            let labels: Vec<i64> = tokens
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| if i < 4 { IGNORE_INDEX } else { t })
+                .collect();
+            let mut row = PackedRow::default();
+            row.push(&tokens, &labels);
+            row
+        })
+        .collect();
+    let targets = rows.iter().flat_map(|r| r.targets.clone()).collect();
+    (PackedBatch::new(&rows, device), targets)
+}
+
+/// On libtorch, attention through the fused kernel (`AttentionKernel::Auto`, a Burn autodiff op
+/// running libtorch's `scaled_dot_product_attention` forward and backward) gives the decomposed
+/// path's loss and gradients: grouped kv heads, packed rows with padding (an additive mask),
+/// rows of one sample (the kernel's causal mask), Mistral's sliding window, Granite's
+/// multipliers; in the plain graph and with per-block checkpointing (whose forward runs the
+/// kernel without autodiff). In bf16 the fused kernel is as close to fp32 as the decomposed
+/// path in bf16 is.
+#[cfg(feature = "tch")]
+#[test]
+fn fused_attention_on_libtorch_matches_the_decomposed_path() {
+    use burn::tensor::DType;
+    use sftctl_runtime::model::AttentionKernel;
+    use sftctl_runtime::train::cast_params;
+    let device = sftctl_runtime::backend::BackendChoice::TchCpu
+        .device()
+        .unwrap()
+        .autodiff();
+    for (i, arch) in [Arch::Llama, Arch::Mistral, Arch::Granite]
+        .into_iter()
+        .enumerate()
+    {
+        let mut config = tiny_config(arch, 97);
+        if arch == Arch::Mistral {
+            config.sliding_window = Some(4);
+        }
+        assert!(
+            config.num_attention_heads > config.num_key_value_heads,
+            "GQA"
+        );
+        let mut model = CausalLm::random(&config, &device, 21 + i as u64);
+        for (what, (b, targets)) in [
+            ("packed", batch(config.vocab_size, 7 + i as u64, &device)),
+            ("single", single_sample_rows(config.vocab_size, 16, &device)),
+        ] {
+            let scale = 1.0 / b.loss_tokens as f64;
+            model.attention = AttentionKernel::Plain;
+            assert!(!model.fused_attention(&device));
+            let (loss0, grads0) = plain(&model, &b, scale);
+            model.attention = AttentionKernel::Auto;
+            assert!(model.fused_attention(&device));
+            for opts in [
+                LeanOptions::default(),
+                LeanOptions {
+                    ce_chunk_tokens: Some(5),
+                    checkpoint_blocks: true,
+                },
+            ] {
+                let (loss, grads) = if opts.is_plain() {
+                    plain(&model, &b, scale)
+                } else {
+                    lean(&model, &b, &targets, scale, opts)
+                };
+                let worst = worst_relative(&grads0, &grads);
+                eprintln!(
+                    "{arch:?} {what} {opts:?}: loss {loss} vs {loss0}, gradients {worst:.1e}"
+                );
+                assert!(
+                    (loss - loss0).abs() <= 1e-5 * loss0.abs(),
+                    "{arch:?} {what} {opts:?}: loss {loss} vs decomposed {loss0}"
+                );
+                assert!(
+                    worst <= 1e-5,
+                    "{arch:?} {what} {opts:?}: gradients differ by {worst:e}"
+                );
+            }
+            // bf16: each kernel's distance from fp32.
+            let bf16 = |kernel| {
+                let mut m = cast_params(model.clone(), DType::BF16);
+                m.attention = kernel;
+                let (loss, grads) = plain(&m, &b, scale);
+                (
+                    (loss - loss0).abs() / loss0.abs(),
+                    worst_relative(&grads0, &grads),
+                )
+            };
+            let (dl_plain, dg_plain) = bf16(AttentionKernel::Plain);
+            let (dl_fused, dg_fused) = bf16(AttentionKernel::Auto);
+            eprintln!(
+                "{arch:?} {what} bf16: loss off by {dl_fused:.1e} fused, {dl_plain:.1e} decomposed; gradients {dg_fused:.1e}, {dg_plain:.1e}"
+            );
+            assert!(
+                dl_fused <= 1e-2 && dg_fused <= 2.0 * dg_plain.max(1e-2),
+                "{arch:?} {what}"
+            );
+        }
+    }
+}

@@ -108,6 +108,7 @@ fn estimate_matches_resident_memory_of_a_cpu_step() {
             ce_chunk_tokens: None,
             checkpoint_blocks: false,
             bf16: false,
+            fused_attention: false,
         },
     );
 

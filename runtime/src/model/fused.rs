@@ -27,6 +27,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::libtorch::{LibTorch, TchTensor};
 use burn::backend::{DispatchDevice, GradientCheckpointingStrategy};
 use burn::tensor::{Device, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Whether tensors on `device` are libtorch's (CPU or CUDA, with or without autodiff).
 pub fn is_libtorch(device: &Device) -> bool {
@@ -138,6 +139,42 @@ fn record(inputs: [TchTensor; 3], bias: Option<&TchTensor>, scale: f64) -> (Sdpa
     (state, out)
 }
 
+/// Logs, once per mask form, which kernel libtorch chose (`SDPBackend` in PyTorch's
+/// `sdp_utils`), so a GPU run's log says whether it got flash, memory-efficient or the math
+/// fallback.
+fn log_choice(
+    logged: &AtomicBool,
+    form: &str,
+    q: &tch::Tensor,
+    k: &tch::Tensor,
+    v: &tch::Tensor,
+    bias: Option<&tch::Tensor>,
+) {
+    let causal = bias.is_none();
+    let gqa = causal && q.size()[1] != k.size()[1];
+    if logged.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let choice = tch::Tensor::internal_fused_sdp_choice(q, k, v, bias, 0.0, causal, None, gqa);
+    let name = match choice {
+        0 => "math (decomposed inside libtorch)",
+        1 => "flash",
+        2 => "memory-efficient",
+        3 => "cudnn",
+        _ => "other",
+    };
+    tracing::info!(
+        form,
+        kernel = name,
+        dtype = ?q.kind(),
+        device = ?q.device(),
+        "fused attention: libtorch's kernel"
+    );
+}
+
+static LOGGED_CAUSAL: AtomicBool = AtomicBool::new(false);
+static LOGGED_MASKED: AtomicBool = AtomicBool::new(false);
+
 /// libtorch's `scaled_dot_product_attention`, causal without a bias; kv heads repeated to the
 /// query heads when there is a bias (see the module docs).
 fn sdpa(
@@ -149,16 +186,19 @@ fn sdpa(
 ) -> tch::Tensor {
     let (h, hkv) = (q.size()[1], k.size()[1]);
     match bias {
-        None => tch::Tensor::scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            None::<&tch::Tensor>,
-            0.0,
-            true,
-            scale,
-            h != hkv,
-        ),
+        None => {
+            log_choice(&LOGGED_CAUSAL, "causal", q, k, v, None);
+            tch::Tensor::scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                None::<&tch::Tensor>,
+                0.0,
+                true,
+                scale,
+                h != hkv,
+            )
+        }
         Some(bias) => {
             let repeat = |t: &tch::Tensor| {
                 if h == hkv {
@@ -167,10 +207,12 @@ fn sdpa(
                     t.repeat_interleave_self_int(h / hkv, 1, None)
                 }
             };
+            let (k, v) = (repeat(k), repeat(v));
+            log_choice(&LOGGED_MASKED, "masked", q, &k, &v, Some(&bias.tensor));
             tch::Tensor::scaled_dot_product_attention(
                 q,
-                &repeat(k),
-                &repeat(v),
+                &k,
+                &v,
                 Some(&bias.tensor),
                 0.0,
                 false,

@@ -47,6 +47,20 @@ pub enum AttentionKernel {
     Plain,
 }
 
+impl std::str::FromStr for AttentionKernel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(AttentionKernel::Auto),
+            "plain" => Ok(AttentionKernel::Plain),
+            other => Err(format!(
+                "unknown attention `{other}` (expected `auto` or `plain`)"
+            )),
+        }
+    }
+}
+
 /// A causal LM. Linear weights are stored as Burn's `[in, out]` (the transpose of the Hugging
 /// Face `[out, in]` layout); [`crate::weights`] transposes on load and save.
 #[derive(Module, Debug)]

@@ -178,6 +178,8 @@ struct TrainKeys {
     // issue 9 (docs/gpu.md): memory-saving switches of the step.
     ce_chunk_tokens: u64,
     activation_checkpointing: String,
+    // issue 9: `auto` (fused attention on tch) or `plain` (model::AttentionKernel).
+    attention: String,
     // phase k's starting point: `final` or `best-val-loss`.
     phase_init: String,
     // issue 9: `none` or `zero1` (train/zero.rs).
@@ -206,6 +208,7 @@ impl Default for TrainKeys {
             eval_every: 0,
             ce_chunk_tokens: 0,
             activation_checkpointing: "none".into(),
+            attention: "auto".into(),
             phase_init: "final".into(),
             optimizer_sharding: "none".into(),
             precision: "fp32".into(),
@@ -627,6 +630,7 @@ fn prepare(
     if let Some(w) = checkpoint_measured {
         trainer.checkpoint_estimate = Duration::from_secs_f64(w.max(0.01) * 1.5);
     }
+    trainer.model.attention = t.attention.parse().map_err(user)?;
     trainer.lean = crate::model::LeanOptions {
         ce_chunk_tokens: (t.ce_chunk_tokens > 0).then_some(t.ce_chunk_tokens as usize),
         checkpoint_blocks: t.activation_checkpointing == "blocks",
