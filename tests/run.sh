@@ -33,7 +33,10 @@ if [ -x "$venv/bin/python" ]; then
     export LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1
     export LD_LIBRARY_PATH="$("$venv/bin/python" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/tch"
-    cargo test -p sftctl-runtime --features tch --test model_parity --test weights_io
+    cargo clippy -p sftctl-runtime --features tch --all-targets -- -D warnings
+    # model_parity runs libtorch's fused attention and the decomposed path against transformers;
+    # lean_grads the fused kernel against the decomposed path (GQA, packing, window, bf16).
+    cargo test -p sftctl-runtime --features tch --test model_parity --test weights_io --test lean_grads
     # bf16 with fp32 master weights against fp32 on flex and tch-CPU (docs/gpu.md).
     cargo test -p sftctl-runtime --features tch --test mixed_precision
     # The GPU data-parallel path compiles (cudarc loads libcuda and NCCL only at run time).
