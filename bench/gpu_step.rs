@@ -4,15 +4,18 @@
 //! `--tiny` shrinks the model so the same code runs on a CPU in seconds.
 //!
 //! Usage: cargo run --release -p sftctl-runtime --example gpu_step -- [--backend cuda:0]
-//!   [--seq 4096] [--steps 5] [--ce-chunk 4096] [--checkpoint] [--bf16] [--tiny]
+//!   [--seq 4096] [--steps 5] [--ce-chunk 4096] [--checkpoint] [--bf16] [--plain-attention]
+//!   [--tiny]
 //! `--bf16`: mixed precision (bf16 parameters, fp32 master weights; train/precision.rs).
+//! `--plain-attention`: the decomposed attention instead of libtorch's fused kernel
+//! (model/fused.rs; only the tch backends have the latter).
 
 use std::time::Instant;
 
 use sftctl_runtime::backend::BackendChoice;
 use sftctl_runtime::collective::SingleProcess;
 use sftctl_runtime::config::{Arch, RopeScaling};
-use sftctl_runtime::model::{CausalLm, LeanOptions};
+use sftctl_runtime::model::{AttentionKernel, CausalLm, LeanOptions};
 use sftctl_runtime::tiny::tiny_config;
 use sftctl_runtime::train::{
     AdamWSettings, LrSchedule, MicroBatch, Precision, ScheduleKind, StepOutcome, StepSettings,
@@ -45,7 +48,11 @@ fn main() {
         c.tie_word_embeddings = true;
     }
     let device = backend.device().expect("backend").autodiff();
-    let model = with_stable_param_ids(CausalLm::random(&c, &device, 1));
+    let mut model = with_stable_param_ids(CausalLm::random(&c, &device, 1));
+    if args.iter().any(|a| a == "--plain-attention") {
+        model.attention = AttentionKernel::Plain;
+    }
+    let fused = model.fused_attention(&device);
     let params = model.param_count() as f64;
     let mut trainer = Trainer::new(
         model,
@@ -114,6 +121,7 @@ fn main() {
             "tokens_per_step": seq, "tokens_per_s": seq as f64 / per_step,
             "flops_per_token": 6.0 * params + attn, "loss": loss,
             "lean": format!("{:?}", trainer.lean), "precision": format!("{precision:?}"),
+            "fused_attention": fused,
         })
     );
 }

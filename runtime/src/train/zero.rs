@@ -283,7 +283,15 @@ pub struct ZeroAdamW {
     master: Tensor<1>,
     /// The summed (unclipped) gradient of this rank's shard, between
     /// [`ZeroAdamW::reduce_scatter`] and [`ZeroAdamW::apply`].
-    grad: Option<Vec<f32>>,
+    grad: Option<GradShard>,
+}
+
+/// Where the reduced gradient shard lives: on the device when there is one rank (nothing to
+/// exchange, so the flat gradient, the update and the write-back never leave the device), in
+/// host memory after a reduce-scatter over several ranks.
+enum GradShard {
+    Device(Tensor<1>),
+    Host(Vec<f32>),
 }
 
 impl std::fmt::Debug for ZeroAdamW {
@@ -367,6 +375,12 @@ impl ZeroAdamW {
         grads: GradientsParams,
         collective: &mut dyn Collective,
     ) -> Result<f64, CollectiveError> {
+        if self.layout.world == 1 {
+            let flat = flat_grad_tensor(model, grads, self.layout.shard, &self.device);
+            let norm = square_sum(&flat).sqrt();
+            self.grad = Some(GradShard::Device(flat));
+            return Ok(norm);
+        }
         struct Flatten {
             grads: GradientsParams,
             flat: Vec<f32>,
@@ -400,7 +414,7 @@ impl ZeroAdamW {
         drop(flat);
         let local: f64 = shard.iter().map(|&g| f64::from(g) * f64::from(g)).sum();
         let total = collective.all_reduce_sum_f64(local)?;
-        self.grad = Some(shard);
+        self.grad = Some(GradShard::Host(shard));
         Ok(total.sqrt())
     }
 
@@ -418,13 +432,21 @@ impl ZeroAdamW {
             return Ok(model);
         };
         let l = self.layout;
-        let mut grad = Tensor::<1>::from_data(TensorData::new(grad, [l.shard]), &self.device);
+        let mut grad = match grad {
+            GradShard::Device(grad) => grad,
+            GradShard::Host(grad) => {
+                Tensor::<1>::from_data(TensorData::new(grad, [l.shard]), &self.device)
+            }
+        };
         if let Some(factor) = clip {
             grad = grad.mul_scalar(factor);
         }
         // The padding's gradient is zero, and so stays its update without weight decay; its
         // value never leaves this rank (the gather is cut to the parameters).
         self.master = self.adamw.step(lr, self.master.clone(), grad);
+        if l.world == 1 {
+            return Ok(write_params(model, Flat::Device(&self.master)));
+        }
         let mine: Vec<f32> = self
             .master
             .clone()
@@ -435,7 +457,7 @@ impl ZeroAdamW {
                 message: format!("{e:?}"),
             })?;
         let flat = self.gather(&mine, collective)?;
-        Ok(write_params(model, &flat))
+        Ok(write_params(model, Flat::Host(&flat)))
     }
 
     /// Every rank's shard of `mine` all-gathered into the flat vector (without padding).
@@ -468,6 +490,10 @@ impl ZeroAdamW {
         model: M,
         collective: &mut dyn Collective,
     ) -> Result<M, CollectiveError> {
+        let model = crate::train::precision::cast_params(model, DType::F32);
+        if self.layout.world == 1 {
+            return Ok(write_params(model, Flat::Device(&self.master)));
+        }
         let mine: Vec<f32> = self
             .master
             .clone()
@@ -478,8 +504,7 @@ impl ZeroAdamW {
                 message: format!("{e:?}"),
             })?;
         let flat = self.gather(&mine, collective)?;
-        let model = crate::train::precision::cast_params(model, DType::F32);
-        Ok(write_params(model, &flat))
+        Ok(write_params(model, Flat::Host(&flat)))
     }
 
     /// The whole moments on rank 0 (`None` elsewhere), gathered piece by piece: every rank
@@ -574,12 +599,84 @@ impl ZeroAdamW {
     }
 }
 
+/// The flat f32 parameter vector, in host memory or as a tensor on the device (at least as long
+/// as the parameters; anything after them is padding).
+#[derive(Clone, Copy)]
+enum Flat<'a> {
+    Host(&'a [f32]),
+    Device(&'a Tensor<1>),
+}
+
+/// The gradients of `model`'s float parameters (visiting order) as one f32 tensor of `len`
+/// elements on `device` (zeros for a parameter without a gradient and for the padding after the
+/// last one), built there without a copy to the host.
+fn flat_grad_tensor<M: Module>(
+    model: &M,
+    grads: GradientsParams,
+    len: usize,
+    device: &Device,
+) -> Tensor<1> {
+    struct Flatten<'a> {
+        grads: GradientsParams,
+        parts: Vec<Tensor<1>>,
+        device: &'a Device,
+    }
+    impl ModuleVisitor for Flatten<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let n = param.lazy_shape().num_elements();
+            self.parts.push(match self.grads.remove::<D>(param.id) {
+                Some(g) => g.reshape([n]).cast(DType::F32),
+                None => Tensor::zeros([n], self.device),
+            });
+        }
+    }
+    let mut flatten = Flatten {
+        grads,
+        parts: Vec::new(),
+        device,
+    };
+    model.visit(&mut flatten);
+    let mut parts = flatten.parts;
+    let n: usize = parts.iter().map(|p| p.dims()[0]).sum();
+    if n < len {
+        parts.push(Tensor::zeros([len - n], device));
+    }
+    Tensor::cat(parts, 0)
+}
+
+/// Sum of squares of `flat` as the unsharded norm computes it: f32 partial sums of rows of
+/// [`NORM_ROW`] elements on the device, added in f64 on the host.
+fn square_sum(flat: &Tensor<1>) -> f64 {
+    let n = flat.dims()[0];
+    if n == 0 {
+        return 0.0;
+    }
+    let rows = n.div_ceil(NORM_ROW);
+    let squares = flat.clone().square();
+    let squares = if rows * NORM_ROW > n {
+        Tensor::cat(
+            vec![
+                squares,
+                Tensor::zeros([rows * NORM_ROW - n], &flat.device()),
+            ],
+            0,
+        )
+    } else {
+        squares
+    };
+    let sums = squares.reshape([rows, NORM_ROW]).sum_dim(1).into_data();
+    sums.iter::<f32>().map(f64::from).sum()
+}
+
+/// Elements per f32 partial sum of [`square_sum`].
+const NORM_ROW: usize = 4096;
+
 /// Write consecutive slices of `flat` into `model`'s float parameters (visiting order), each
 /// cast to the parameter's dtype and given back its autodiff settings; parameters that do not
 /// require a gradient keep their value.
-fn write_params<M: Module>(model: M, flat: &[f32]) -> M {
+fn write_params<M: Module>(model: M, flat: Flat<'_>) -> M {
     struct Write<'a> {
-        flat: &'a [f32],
+        flat: Flat<'a>,
         offset: usize,
     }
     impl ModuleMapper for Write<'_> {
@@ -593,9 +690,13 @@ fn write_params<M: Module>(model: M, flat: &[f32]) -> M {
             if !tensor.is_require_grad() {
                 return Param::from_mapped_value(id, tensor, mapper);
             }
-            let values = self.flat[range].to_vec();
             let device = tensor.device().inner();
-            let mut updated = Tensor::<D>::from_data(TensorData::new(values, shape), &device);
+            let mut updated = match self.flat {
+                Flat::Host(flat) => {
+                    Tensor::<D>::from_data(TensorData::new(flat[range].to_vec(), shape), &device)
+                }
+                Flat::Device(flat) => flat.clone().slice(range).reshape(shape),
+            };
             let dtype: DType = tensor.dtype();
             if updated.dtype() != dtype {
                 updated = updated.cast(dtype);
