@@ -290,7 +290,7 @@ pub struct ZeroAdamW {
 /// exchange, so the flat gradient, the update and the write-back never leave the device), in
 /// host memory after a reduce-scatter over several ranks.
 enum GradShard {
-    Device(Tensor<1>),
+    Device(Box<Tensor<1>>),
     Host(Vec<f32>),
 }
 
@@ -378,7 +378,7 @@ impl ZeroAdamW {
         if self.layout.world == 1 {
             let flat = flat_grad_tensor(model, grads, self.layout.shard, &self.device);
             let norm = square_sum(&flat).sqrt();
-            self.grad = Some(GradShard::Device(flat));
+            self.grad = Some(GradShard::Device(Box::new(flat)));
             return Ok(norm);
         }
         struct Flatten {
@@ -433,7 +433,7 @@ impl ZeroAdamW {
         };
         let l = self.layout;
         let mut grad = match grad {
-            GradShard::Device(grad) => grad,
+            GradShard::Device(grad) => *grad,
             GradShard::Host(grad) => {
                 Tensor::<1>::from_data(TensorData::new(grad, [l.shard]), &self.device)
             }
