@@ -28,6 +28,12 @@ fn value(args: &[String], name: &str) -> Option<String> {
 }
 
 fn main() {
+    // Logs (stderr): which kernel libtorch picks for the fused attention.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .try_init();
     let args: Vec<String> = std::env::args().collect();
     let num = |n: &str, d: usize| value(&args, n).map_or(d, |v| v.parse().expect(n));
     let tiny = args.iter().any(|a| a == "--tiny");

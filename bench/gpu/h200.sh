@@ -13,6 +13,7 @@ sample() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms
 timeout 30 target-gpu/sftctl-train doctor --backend cuda:0 > "$OUT/doctor.txt" 2>&1; echo "doctor rc=$?" >> "$OUT/doctor.txt"
 # 2. bf16 matmul ceiling + plain PyTorch loop (transformers, Llama-3.2-3B shapes, bf16, AdamW), 1 x 4096 tokens.
 P=$(sample torch); timeout 200 python3 bench/gpu/torch_ceiling_and_loop.py --seq 4096 --micro 1 --steps 10 >> "$OUT/gpu.jsonl" 2> "$OUT/torch.err"; kill $P
-# 3. sftctl's trainer, same shapes and tokens (fp32 until mixed precision lands), lean options on.
-P=$(sample sftctl); timeout 240 target-gpu/gpu_step --backend cuda:0 --seq 4096 --steps 4 --ce-chunk 1024 --checkpoint >> "$OUT/gpu.jsonl" 2> "$OUT/sftctl.err"; kill $P
+# 3. sftctl's trainer, same shapes, tokens and precision (bf16, fp32 master weights and moments),
+#    libtorch's fused attention (its kernel choice is logged to sftctl.err), lean options on.
+P=$(sample sftctl); timeout 240 target-gpu/gpu_step --backend cuda:0 --seq 4096 --steps 4 --bf16 --ce-chunk 1024 --checkpoint >> "$OUT/gpu.jsonl" 2> "$OUT/sftctl.err"; kill $P
 echo done

@@ -1,10 +1,12 @@
 //! The per-GPU memory estimate (`sftctl-memory`, shown by `sftctl plan`) against this process's
 //! resident memory on CPU: weights, weights + AdamW moments after an optimizer step, and the
 //! step's peak, each within 15%, at a short micro-batch (gradients decide the peak) and a long
-//! one (activations and logits decide it). Method: docs/gpu.md. One test in this file, so no
-//! other test's allocations share the process.
+//! one (activations and logits decide it). With `--features tch` also tch-CPU at the long
+//! micro-batch, where attention runs libtorch's fused kernel and the estimate drops the scores.
+//! Method: docs/gpu.md. One test in this file, so no other test's allocations share the process.
 
 use burn::tensor::Device;
+use sftctl_runtime::backend::BackendChoice;
 use sftctl_memory::{ModelShape, RunShape, estimate};
 use sftctl_runtime::collective::SingleProcess;
 use sftctl_runtime::config::Arch;
@@ -54,7 +56,12 @@ const LENGTHS: [&str; 2] = ["16", "1024"];
 #[test]
 fn estimate_matches_resident_memory_of_a_cpu_step() {
     let Ok(t) = std::env::var("SFTCTL_MEM_TOKENS") else {
-        for t in LENGTHS {
+        for (backend, t) in BackendChoice::compiled()
+            .into_iter()
+            .flat_map(|b| LENGTHS.map(|t| (b, t)))
+            // On tch only the long micro-batch, where the attention kernel decides the peak.
+            .filter(|&(b, t)| b == BackendChoice::Flex || t == LENGTHS[1])
+        {
             let out = std::process::Command::new(std::env::current_exe().unwrap())
                 .args([
                     "--exact",
@@ -64,9 +71,13 @@ fn estimate_matches_resident_memory_of_a_cpu_step() {
                 ])
                 .env("GLIBC_TUNABLES", TUNABLES)
                 .env("SFTCTL_MEM_TOKENS", t)
+                .env("SFTCTL_MEM_BACKEND", backend.to_string())
                 .output()
                 .unwrap();
-            eprintln!("{t} tokens:\n{}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "{backend}, {t} tokens:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             assert!(
                 out.status.success(),
                 "{}",
@@ -77,10 +88,11 @@ fn estimate_matches_resident_memory_of_a_cpu_step() {
     };
     assert_eq!(std::env::var("GLIBC_TUNABLES").as_deref(), Ok(TUNABLES));
     let t: usize = t.parse().unwrap();
-    let device: Device = sftctl_runtime::backend::BackendChoice::compiled()[0]
-        .device()
+    let backend: BackendChoice = std::env::var("SFTCTL_MEM_BACKEND")
         .unwrap()
-        .autodiff();
+        .parse()
+        .unwrap();
+    let device: Device = backend.device().unwrap().autodiff();
     let mut config = tiny_config(Arch::Mistral, 16000);
     config.hidden_size = 512;
     config.intermediate_size = 1536;
@@ -108,12 +120,14 @@ fn estimate_matches_resident_memory_of_a_cpu_step() {
             ce_chunk_tokens: None,
             checkpoint_blocks: false,
             bf16: false,
-            fused_attention: false,
+            // libtorch's fused kernel on tch (model::fused), the decomposed path on flex.
+            fused_attention: backend != BackendChoice::Flex,
         },
     );
 
     let (base, _) = rss();
     let model = with_stable_param_ids(CausalLm::random(&config, &device, 1));
+    assert_eq!(model.fused_attention(&device), backend != BackendChoice::Flex);
     assert_eq!(model.param_count() as u64, e.params);
     let (after_model, _) = rss();
     within(after_model - base, e.weights, "weights");
