@@ -6,8 +6,8 @@
 //! Method: docs/gpu.md. One test in this file, so no other test's allocations share the process.
 
 use burn::tensor::Device;
-use sftctl_runtime::backend::BackendChoice;
 use sftctl_memory::{ModelShape, RunShape, estimate};
+use sftctl_runtime::backend::BackendChoice;
 use sftctl_runtime::collective::SingleProcess;
 use sftctl_runtime::config::Arch;
 use sftctl_runtime::model::CausalLm;
@@ -127,7 +127,10 @@ fn estimate_matches_resident_memory_of_a_cpu_step() {
 
     let (base, _) = rss();
     let model = with_stable_param_ids(CausalLm::random(&config, &device, 1));
-    assert_eq!(model.fused_attention(&device), backend != BackendChoice::Flex);
+    assert_eq!(
+        model.fused_attention(&device),
+        backend != BackendChoice::Flex
+    );
     assert_eq!(model.param_count() as u64, e.params);
     let (after_model, _) = rss();
     within(after_model - base, e.weights, "weights");
