@@ -1,7 +1,8 @@
 //! The per-GPU memory estimate (`sftctl-memory`, shown by `sftctl plan`) against this process's
 //! resident memory on CPU: weights, weights + AdamW moments after an optimizer step, and the
 //! step's peak, each within 15%, at a short micro-batch (gradients decide the peak) and a long
-//! one (activations and logits decide it). With `--features tch` also tch-CPU at the long
+//! one (activations and logits decide it), and at the long one with chunked cross-entropy and
+//! with chunking plus per-block checkpointing. With `--features tch` also tch-CPU at the long
 //! micro-batch, where attention runs libtorch's fused kernel and the estimate drops the scores.
 //! Method: docs/gpu.md. One test in this file, so no other test's allocations share the process.
 
@@ -10,7 +11,7 @@ use sftctl_memory::{ModelShape, RunShape, estimate};
 use sftctl_runtime::backend::BackendChoice;
 use sftctl_runtime::collective::SingleProcess;
 use sftctl_runtime::config::Arch;
-use sftctl_runtime::model::CausalLm;
+use sftctl_runtime::model::{CausalLm, LeanOptions};
 use sftctl_runtime::tiny::tiny_config;
 use sftctl_runtime::train::{
     AdamWSettings, LrSchedule, MicroBatch, ScheduleKind, StepOutcome, StepSettings, StopSignal,
@@ -53,15 +54,21 @@ const TUNABLES: &str = "glibc.malloc.mmap_threshold=65536";
 /// gradients decide the backward's peak, and 1,024, where activations and logits do.
 const LENGTHS: [&str; 2] = ["16", "1024"];
 
+/// Loss tokens per cross-entropy chunk in the lean cases.
+const CE_CHUNK: usize = 128;
+
 #[test]
 fn estimate_matches_resident_memory_of_a_cpu_step() {
     let Ok(t) = std::env::var("SFTCTL_MEM_TOKENS") else {
-        for (backend, t) in BackendChoice::compiled()
+        let plain = BackendChoice::compiled()
             .into_iter()
-            .flat_map(|b| LENGTHS.map(|t| (b, t)))
+            .flat_map(|b| LENGTHS.map(|t| (b, t, "")))
             // On tch only the long micro-batch, where the attention kernel decides the peak.
-            .filter(|&(b, t)| b == BackendChoice::Flex || t == LENGTHS[1])
-        {
+            .filter(|&(b, t, _)| b == BackendChoice::Flex || t == LENGTHS[1]);
+        // The lean options at the long micro-batch (flex): chunked cross-entropy, then that
+        // with per-block checkpointing.
+        let lean = ["chunk", "chunk+blocks"].map(|l| (BackendChoice::Flex, LENGTHS[1], l));
+        for (backend, t, lean) in plain.chain(lean) {
             let out = std::process::Command::new(std::env::current_exe().unwrap())
                 .args([
                     "--exact",
@@ -72,10 +79,11 @@ fn estimate_matches_resident_memory_of_a_cpu_step() {
                 .env("GLIBC_TUNABLES", TUNABLES)
                 .env("SFTCTL_MEM_TOKENS", t)
                 .env("SFTCTL_MEM_BACKEND", backend.to_string())
+                .env("SFTCTL_MEM_LEAN", lean)
                 .output()
                 .unwrap();
             eprintln!(
-                "{backend}, {t} tokens:\n{}",
+                "{backend}, {t} tokens {lean}:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
             assert!(
@@ -93,6 +101,11 @@ fn estimate_matches_resident_memory_of_a_cpu_step() {
         .parse()
         .unwrap();
     let device: Device = backend.device().unwrap().autodiff();
+    let lean_name = std::env::var("SFTCTL_MEM_LEAN").unwrap_or_default();
+    let lean = LeanOptions {
+        ce_chunk_tokens: lean_name.starts_with("chunk").then_some(CE_CHUNK),
+        checkpoint_blocks: lean_name.ends_with("blocks"),
+    };
     let mut config = tiny_config(Arch::Mistral, 16000);
     config.hidden_size = 512;
     config.intermediate_size = 1536;
@@ -117,8 +130,8 @@ fn estimate_matches_resident_memory_of_a_cpu_step() {
             micro_batches: 1,
             optimizer_shards: 1,
             fp32_master: false,
-            ce_chunk_tokens: None,
-            checkpoint_blocks: false,
+            ce_chunk_tokens: lean.ce_chunk_tokens.map(|c| c as u64),
+            checkpoint_blocks: lean.checkpoint_blocks,
             bf16: false,
             // libtorch's fused kernel on tch (model::fused), the decomposed path on flex.
             fused_attention: backend != BackendChoice::Flex,
@@ -150,6 +163,7 @@ fn estimate_matches_resident_memory_of_a_cpu_step() {
         },
         device,
     );
+    trainer.lean = lean;
     let batch = MicroBatch {
         tokens: (0..t as u32).map(|i| i * 7 % 16000).collect(),
         positions: (0..t as u32).collect(),
