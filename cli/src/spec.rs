@@ -198,6 +198,8 @@ pub enum Kind {
     PosFloat,
     /// Number >= 0.
     NonNegFloat,
+    /// Number in [0, 1).
+    Fraction,
     /// One of these strings.
     OneOf(&'static [&'static str]),
 }
@@ -287,6 +289,24 @@ pub const TRAIN_KEYS: &[(&str, Kind, Default, &str)] = &[
         "AdamW weight decay",
     ),
     (
+        "adam_beta1",
+        Kind::Fraction,
+        Default::Float(0.9),
+        "AdamW first-moment decay",
+    ),
+    (
+        "adam_beta2",
+        Kind::Fraction,
+        Default::Float(0.95),
+        "AdamW second-moment decay",
+    ),
+    (
+        "adam_epsilon",
+        Kind::PosFloat,
+        Default::Float(1e-8),
+        "AdamW epsilon, added to the root of the second moment",
+    ),
+    (
         "grad_clip",
         Kind::NonNegFloat,
         Default::Float(1.0),
@@ -297,6 +317,12 @@ pub const TRAIN_KEYS: &[(&str, Kind, Default, &str)] = &[
         Kind::NonNegInt,
         Default::Int(0),
         "steps between checkpoints (0: at the end)",
+    ),
+    (
+        "checkpoint_every_samples",
+        Kind::NonNegInt,
+        Default::Int(0),
+        "samples between checkpoints, whatever the batch size (0: use checkpoint_every)",
     ),
     (
         "eval_every",
@@ -422,10 +448,13 @@ pub fn check_value(key: &str, v: &toml::Value) -> Result<Val, String> {
             }
             Ok(Val::Int(*i))
         }
-        Kind::PosFloat | Kind::NonNegFloat => {
+        Kind::PosFloat | Kind::NonNegFloat | Kind::Fraction => {
             let f = num().ok_or_else(|| type_err("a number"))?;
             if !f.is_finite() {
                 return Err(format!("`{key}` must be finite, got `{v}`"));
+            }
+            if kind == Kind::Fraction && !(0.0..1.0).contains(&f) {
+                return Err(format!("`{key}` must be >= 0 and < 1, got `{v}`"));
             }
             if kind == Kind::PosFloat && f <= 0.0 {
                 return Err(format!("`{key}` must be > 0, got `{v}`"));
@@ -1136,6 +1165,11 @@ mod tests {
                 "[sweep]\nname = \"t\"\n[model]\npath = \"m\"\n[train]\nbeta = 1\n",
                 (6, 8),
                 "unknown hyperparameter `beta`",
+            ),
+            (
+                "[sweep]\nname = \"t\"\n[model]\npath = \"m\"\n[train]\nadam_beta2 = 1.0\n",
+                (6, 14),
+                "`adam_beta2` must be >= 0 and < 1, got `1.0`",
             ),
             (
                 "[sweep]\nname = \"t\"\n[model]\npath = \"m\"\n[slurm]\nnodes = \"two\"\n",

@@ -29,6 +29,9 @@ pub enum RunState {
     Suspended,
     Completed,
     Failed,
+    /// The loss or the gradient norm turned NaN or infinite: the job stopped itself (exit 3).
+    /// Final and not retried: a resume is bit-exact and would diverge again.
+    Diverged,
     Cancelled,
     Timeout,
     OutOfMemory,
@@ -44,12 +47,12 @@ impl RunState {
         use RunState::*;
         matches!(
             self,
-            Completed | Failed | Cancelled | Timeout | OutOfMemory | NodeFail | Lost
+            Completed | Failed | Diverged | Cancelled | Timeout | OutOfMemory | NodeFail | Lost
         )
     }
     /// `submit --retry-failed` resubmits the run.
     pub fn is_retryable(self) -> bool {
-        self.is_final() && self != RunState::Completed
+        self.is_final() && !matches!(self, RunState::Completed | RunState::Diverged)
     }
     pub fn as_str(self) -> &'static str {
         use RunState::*;
@@ -63,6 +66,7 @@ impl RunState {
             Suspended => "suspended",
             Completed => "completed",
             Failed => "failed",
+            Diverged => "diverged",
             Cancelled => "cancelled",
             Timeout => "timeout",
             OutOfMemory => "out_of_memory",
@@ -336,6 +340,7 @@ pub fn eval_state(view: &JobView, nothing_left: bool) -> EvalState {
             RunState::Completed => EvalState::Done,
             RunState::Cancelled => EvalState::Cancelled,
             RunState::Failed
+            | RunState::Diverged
             | RunState::Timeout
             | RunState::OutOfMemory
             | RunState::NodeFail
@@ -488,10 +493,11 @@ pub fn derive(
     if let Some(r) = &snap.result {
         match (r.status, st.state) {
             (ResultStatus::Completed, RunState::Lost) => st.state = RunState::Completed,
-            (
-                ResultStatus::Failed | ResultStatus::Diverged,
-                RunState::Lost | RunState::Completed,
-            ) => {
+            (ResultStatus::Diverged, RunState::Lost | RunState::Completed | RunState::Failed) => {
+                st.state = RunState::Diverged;
+                st.error = st.error.clone().or_else(|| r.message.clone());
+            }
+            (ResultStatus::Failed, RunState::Lost | RunState::Completed) => {
                 st.state = RunState::Failed;
                 st.error = st.error.clone().or_else(|| r.message.clone());
             }
@@ -835,7 +841,14 @@ mod tests {
                 vec![("1", js("COMPLETED"))],
                 Some(ResultStatus::Diverged),
                 false,
-                Failed,
+                Diverged,
+            ),
+            (
+                vec![sub("1", 0, 1)],
+                vec![("1", js("FAILED"))],
+                Some(ResultStatus::Diverged),
+                false,
+                Diverged,
             ),
             (
                 vec![sub("1", 0, 1)],

@@ -440,3 +440,67 @@ fn phase_two_can_start_from_phase_ones_best_checkpoint() {
         "phase 2 started from the same weights"
     );
 }
+
+/// The run's `config.json` with `edit` applied to its `train` table.
+fn edit_train(run: &Path, edit: serde_json::Value) {
+    let path = run.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(&path).unwrap()).unwrap();
+    for (k, v) in edit.as_object().unwrap() {
+        config["train"][k] = v.clone();
+    }
+    fs_err::write(&path, config.to_string()).unwrap();
+}
+
+/// `adam_beta1`, `adam_beta2`, `adam_epsilon` reach the optimizer, and
+/// `checkpoint_every_samples` places checkpoints by samples seen, not steps.
+#[test]
+fn adam_settings_and_checkpoints_by_samples_come_from_the_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    make_model(&model);
+    let cache = tmp.path().join("cache");
+    let losses = |run: &Path| -> Vec<f64> {
+        lines(&run.join("metrics.jsonl"))
+            .iter()
+            .map(|m| m["loss"].as_f64().unwrap())
+            .collect()
+    };
+    let a = make_run(tmp.path(), &model, "defaults");
+    let b = make_run(tmp.path(), &model, "adam");
+    // 20 samples between checkpoints at 8 per step: after steps 3 (24), 5 (40), 8 (64), 10 (80)
+    // and at the end (12).
+    edit_train(
+        &b,
+        serde_json::json!({"adam_beta1": 0.0, "adam_beta2": 0.5, "adam_epsilon": 1e-3,
+            "checkpoint_every_samples": 20}),
+    );
+    for run in [&a, &b] {
+        let o = run_to_end(run, &cache);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let (la, lb) = (losses(&a), losses(&b));
+    // Steps 1 and 2 see the same weights (step 1's learning rate is 0 in warmup); from step 3
+    // on the other moments give other updates.
+    assert_eq!(la[..2], lb[..2]);
+    assert!(
+        la[2..].iter().zip(&lb[2..]).all(|(x, y)| x != y),
+        "{la:?}\n{lb:?}"
+    );
+    let steps = |run: &Path| -> Vec<u64> {
+        let mut v: Vec<u64> = lines(&run.join("events/rank-0.jsonl"))
+            .iter()
+            .filter(|e| e["kind"] == "checkpoint")
+            .map(|e| e["step"].as_u64().unwrap())
+            .collect();
+        v.dedup();
+        v
+    };
+    assert_eq!(steps(&a), [4, 8, 12]);
+    assert_eq!(steps(&b), [3, 5, 8, 10, 12]);
+}

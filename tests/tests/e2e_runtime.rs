@@ -523,3 +523,59 @@ fn job_stops_itself_before_its_time_limit() {
     sb.ok(&["cancel", &spec]);
     eprintln!("stopped itself at step {step} after {took:.1?}");
 }
+
+/// A run whose loss turns non-finite stops itself as diverged (exit 3, `result.json`, a
+/// `diverged` event); `status` shows `diverged`, not `failed`; the report's table says so; and
+/// `submit --retry-failed` leaves it alone: a resume is bit-exact and would diverge again.
+#[test]
+fn a_diverging_run_shows_as_diverged_and_is_not_retried() {
+    // lr 1e30: AdamW's first update is about ±1e30 per weight, so the next forward overflows.
+    let (sb, spec) = quickstart_sweep(
+        "qs-diverge",
+        false,
+        &[
+            ("lr = [3e-3]", "lr = [1e30]".to_owned()),
+            ("max_steps = 0", "max_steps = 6\ngrad_clip = 0".to_owned()),
+        ],
+        "",
+    );
+    let o = sb.sftctl(&["submit", &spec, "--executor", "local", "--wait"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("did not complete"), "{stderr}");
+    let status = sb.status(&spec);
+    let run = only_run(&status);
+    assert_eq!(run["state"], "diverged", "{status:#}");
+    assert_eq!(status["counts"]["diverged"], 1, "{status:#}");
+    let dir = only_run_dir(&sb, "qs-diverge");
+    let result: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(dir.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["status"], "diverged", "{result:#}");
+    let step = jsonl(&dir.join("events/rank-0.jsonl"))
+        .into_iter()
+        .find(|e| e["kind"] == "diverged")
+        .unwrap_or_else(|| panic!("no diverged event\n{}", job_logs(&dir)))["step"]
+        .as_u64()
+        .unwrap();
+    assert!((1..6).contains(&step), "diverged at step {step}");
+    let table = sb.ok(&["status", &spec]);
+    assert!(table.contains("diverged"), "{table}");
+    // The report counts no run in its row and names the diverged one under the table.
+    let o = sb.sftctl(&["report", &spec]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("0/1"), "{out}");
+    assert!(
+        err.contains("not counted: lr=1e30") && err.contains("diverged"),
+        "{err}"
+    );
+
+    let o = sb.sftctl(&["submit", &spec, "--retry-failed", "--executor", "local"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("0 job(s) submitted"), "{stderr}");
+    assert_eq!(jsonl(&dir.join("attempts.jsonl")).len(), 1);
+}

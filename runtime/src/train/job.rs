@@ -172,8 +172,13 @@ struct TrainKeys {
     token_budget_per_gpu: u64,
     max_seq_len: u64,
     weight_decay: f64,
+    adam_beta1: f64,
+    adam_beta2: f64,
+    adam_epsilon: f64,
     grad_clip: f64,
     checkpoint_every: u64,
+    // Samples between checkpoints; wins over `checkpoint_every` when > 0.
+    checkpoint_every_samples: u64,
     eval_every: u64,
     // issue 9 (docs/gpu.md): memory-saving switches of the step.
     ce_chunk_tokens: u64,
@@ -203,8 +208,12 @@ impl Default for TrainKeys {
             token_budget_per_gpu: 0,
             max_seq_len: 2048,
             weight_decay: 0.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.95,
+            adam_epsilon: 1e-8,
             grad_clip: 1.0,
             checkpoint_every: 0,
+            checkpoint_every_samples: 0,
             eval_every: 0,
             ce_chunk_tokens: 0,
             activation_checkpointing: "none".into(),
@@ -498,8 +507,10 @@ fn prepare(
     let schedule_kind: ScheduleKind = t.schedule.parse().map_err(user)?;
     let step_settings = StepSettings {
         adamw: AdamWSettings {
+            beta1: t.adam_beta1,
+            beta2: t.adam_beta2,
+            epsilon: t.adam_epsilon,
             weight_decay: t.weight_decay,
-            ..AdamWSettings::default()
         },
         schedule: LrSchedule {
             kind: schedule_kind,
@@ -637,8 +648,11 @@ fn prepare(
     };
     let settings = LoopSettings {
         total_steps: trainer.schedule_offset + phase_steps,
-        checkpoint_every_samples: (t.checkpoint_every > 0)
-            .then(|| t.checkpoint_every * t.batch_size),
+        checkpoint_every_samples: if t.checkpoint_every_samples > 0 {
+            Some(t.checkpoint_every_samples)
+        } else {
+            (t.checkpoint_every > 0).then(|| t.checkpoint_every * t.batch_size)
+        },
         keep_last: args.keep_last.max(1),
         validate_every_steps: if source_has_validation(&validation_files) {
             Some(t.eval_every)
