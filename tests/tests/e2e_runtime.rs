@@ -579,3 +579,45 @@ fn a_diverging_run_shows_as_diverged_and_is_not_retried() {
     assert!(stderr.contains("0 job(s) submitted"), "{stderr}");
     assert_eq!(jsonl(&dir.join("attempts.jsonl")).len(), 1);
 }
+
+/// The README's main job as it stands: `sftctl submit examples/quickstart.toml --executor local
+/// --wait` on an unmodified copy of `examples/` trains all four grid points (two learning rates
+/// × two seeds, 2 epochs of the bundled data) to the end, and `status` and `report` read them.
+#[test]
+fn readme_quickstart_trains_every_grid_point() {
+    let sb = Sandbox::new(false);
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("examples"))
+        .arg(sb.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let spec = "examples/quickstart.toml";
+    sb.ok(&["submit", spec, "--executor", "local", "--wait"]);
+    let status = sb.status(spec);
+    let runs = status["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4, "{status:#}");
+    for r in runs {
+        assert_eq!(r["state"], "completed", "{status:#}");
+        assert_eq!(r["samples_seen"], r["total_samples"], "{status:#}");
+    }
+    let mut names: Vec<&str> = runs.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "lr=0.001,seed=0",
+            "lr=0.001,seed=1",
+            "lr=0.003,seed=0",
+            "lr=0.003,seed=1"
+        ]
+    );
+    for dir in fs_err::read_dir(sb.path().join("ledger-data/sweeps/quickstart/runs")).unwrap() {
+        let metrics = jsonl(&dir.unwrap().path().join("metrics.jsonl"));
+        let loss = |i: usize| metrics[i]["loss"].as_f64().unwrap();
+        assert!(loss(metrics.len() - 1) < loss(0), "the loss falls");
+    }
+    let report = sb.ok(&["report", spec, "--rows", "lr"]);
+    assert_eq!(report.matches(" 2/2").count(), 2, "{report}");
+}
