@@ -37,6 +37,8 @@ if [ -x "$venv/bin/python" ]; then
     # model_parity runs libtorch's fused attention and the decomposed path against transformers;
     # lean_grads the fused kernel against the decomposed path (GQA, packing, window, bf16).
     cargo test -p sftctl-runtime --features tch --test model_parity --test weights_io --test lean_grads
+    # MMLU scoring against transformers with the fused kernel (no autodiff).
+    cargo test -p sftctl-runtime --features tch --test eval_mmlu
     # The memory estimate with the fused kernel against resident memory (docs/gpu.md).
     cargo test -p sftctl-runtime --features tch --test memory_estimate
     # bf16 with fp32 master weights against fp32 on flex and tch-CPU (docs/gpu.md).

@@ -32,18 +32,38 @@ fn loglikelihoods_and_predictions_equal_transformers() {
     let lm_eval: serde_json::Value =
         serde_json::from_str(&fs_err::read_to_string(fixture("eval_lm_eval.json")).unwrap())
             .unwrap();
-    let device = BackendChoice::compiled()[0].device().unwrap();
-    let model = sftctl_runtime::weights::load_model(&fixture("eval_llama"), &device).unwrap();
     let tok = ChatTokenizer::from_dir(&fixture("eval_llama")).unwrap();
     let dev = load_questions(&data().join("dev.jsonl")).unwrap();
     let test = load_questions(&data().join("test.jsonl")).unwrap();
+    // Every compiled backend: with `--features tch` also tch-CPU, where attention is libtorch's
+    // fused kernel without autodiff.
+    for backend in BackendChoice::compiled() {
+        let device = backend.device().unwrap();
+        let model = sftctl_runtime::weights::load_model(&fixture("eval_llama"), &device).unwrap();
+        eprintln!(
+            "{backend} (fused attention: {})",
+            model.fused_attention(&device)
+        );
+        check_against_transformers(&model, &tok, &dev, &test, &device, &expected, &lm_eval);
+    }
+}
+
+fn check_against_transformers(
+    model: &sftctl_runtime::model::CausalLm,
+    tok: &ChatTokenizer,
+    dev: &[sftctl_runtime::eval::Question],
+    test: &[sftctl_runtime::eval::Question],
+    device: &burn::tensor::Device,
+    expected: &serde_json::Value,
+    lm_eval: &serde_json::Value,
+) {
     for max_length in [4096usize, 96] {
         let o = EvalOptions {
             shots: 5,
             max_length,
             add_special_tokens: false,
         };
-        let r = evaluate(&model, &tok, &dev, &test, &o, &device).unwrap();
+        let r = evaluate(model, tok, dev, test, &o, device).unwrap();
         let want = expected["cases"][max_length.to_string()]
             .as_array()
             .unwrap();
