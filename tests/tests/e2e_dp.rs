@@ -2,7 +2,9 @@
 //! Llama trained with 2 nodes × 1 rank (mpirun, MPI-featured `sftctl-train`) against the same
 //! sweep on 1 node × 1 rank, whose one rank accumulates both ranks' micro-batches; and a rank
 //! lost on the second node (SIGKILL, SIGSTOP): the job fails within 60 s, `sftctl status` says
-//! which rank was lost and how, and `submit --retry-failed` resumes from the last checkpoint.
+//! which rank was lost and how, and `submit --retry-failed` resumes from the last checkpoint;
+//! and a stop request (USR1 to one rank, or to the batch shell through mpirun) that both ranks
+//! agree on: one checkpoint at one step, a requeue, and a resume equal to an uninterrupted run.
 
 use sftctl_tests::*;
 use std::collections::BTreeMap;
