@@ -807,7 +807,8 @@ fn release_requeued(sweep: &str, run: &Path, job: &str, n: usize) {
 /// 2: USR1 to the batch shell (`scancel --signal=USR1 --batch`, what Slurm's
 /// `--signal=B:USR1@...` does before the time limit): the script forwards it to `mpirun`, which
 /// forwards it to both ranks. Each time both ranks log the stop at the step of rank 0's
-/// `preempted` event and its complete checkpoint; the job requeues itself (exit 75), attempt 3
+/// `preempted` event and its complete checkpoint; the job requeues itself (rank 0's `scontrol
+/// requeue`, through a stand-in that answers after 3 s, as a busy controller may), attempt 3
 /// finishes, and every step's loss and gradient norm equal those of the same sweep trained
 /// without a stop.
 #[test]
@@ -818,7 +819,31 @@ fn a_stop_request_is_agreed_by_every_rank_and_the_requeued_job_resumes() {
     let steps: u64 = 400;
     let train = format!("epochs = 1000\nmax_steps = {steps}\n");
     sb.write("ref.toml", &spec_with("dp-ref", 2, &bin, &train));
-    sb.write("pre.toml", &spec_with("dp-pre", 2, &bin, &train));
+    // Rank 0's `scontrol requeue` answers after 3 s, as a busy controller may: the ranks must
+    // not end the job before it has gone through.
+    let slow = sb.path().join("slow-slurm");
+    fs_err::create_dir_all(&slow).unwrap();
+    for c in ["sbatch", "squeue", "sacct", "scancel", "scontrol"] {
+        let p = slow.join(c);
+        let body = match c {
+            "scontrol" => format!(
+                "#!/bin/bash\ncase \"$1\" in requeue) echo \"$*\" >> \"$SFTCTL_RUN_DIR/requeues\"; \
+                 sleep 3;; esac\nexec /usr/bin/{c} \"$@\"\n"
+            ),
+            _ => format!("#!/bin/bash\nexec /usr/bin/{c} \"$@\"\n"),
+        };
+        fs_err::write(&p, body).unwrap();
+        let st = Command::new("chmod").arg("a+rx").arg(&p).status().unwrap();
+        assert!(st.success());
+    }
+    sb.write(
+        "pre.toml",
+        &(spec_with("dp-pre", 2, &bin, &train)
+            + &format!(
+                "[env]\nvars = {{ SFTCTL_SLURM_BIN = \"{}\" }}\n",
+                slow.display()
+            )),
+    );
 
     // The uninterrupted reference.
     sb.ok(&["submit", "ref.toml"]);
@@ -912,6 +937,13 @@ fn a_stop_request_is_agreed_by_every_rank_and_the_requeued_job_resumes() {
         })
         .unwrap();
     assert!(all_in(&done, "completed"), "{done:#}\n{}", job_log(&run));
+    // Rank 0 asked for each requeue through the slow stand-in, and the job waited for it.
+    let requeues = fs_err::read_to_string(run.join("requeues")).unwrap();
+    assert_eq!(
+        requeues.lines().collect::<Vec<_>>(),
+        [format!("requeue {job}"), format!("requeue {job}")],
+        "{requeues}"
+    );
     // Slurm requeued the job each time; sftctl never resubmitted it.
     assert_eq!(done["runs"][0]["job_id"], job.as_str(), "{done:#}");
     let attempts = jsonl(&run.join("attempts.jsonl"));
