@@ -2,7 +2,9 @@
 //! Llama trained with 2 nodes × 1 rank (mpirun, MPI-featured `sftctl-train`) against the same
 //! sweep on 1 node × 1 rank, whose one rank accumulates both ranks' micro-batches; and a rank
 //! lost on the second node (SIGKILL, SIGSTOP): the job fails within 60 s, `sftctl status` says
-//! which rank was lost and how, and `submit --retry-failed` resumes from the last checkpoint.
+//! which rank was lost and how, and `submit --retry-failed` resumes from the last checkpoint;
+//! and a stop request (USR1 to one rank, or to the batch shell through mpirun) that both ranks
+//! agree on: one checkpoint at one step, a requeue, and a resume equal to an uninterrupted run.
 
 use sftctl_tests::*;
 use std::collections::BTreeMap;
@@ -543,15 +545,31 @@ fn a_killed_rank_fails_the_job_status_names_it_and_a_retry_resumes() {
         "{table}"
     );
 
-    sb.ok(&["submit", "kill.toml", "--retry-failed"]);
+    let (from, again) = retry_resumes(&sb, "kill.toml", &run, steps);
+    // Rank 0 could not reach the checkpoint after the signal: the retry resumed from the one
+    // before it and trained at least one step again.
+    assert_eq!(
+        from, ckpt,
+        "resumed from {from}, not from the checkpoint before the signal"
+    );
+    assert!(again >= 1, "no step trained twice");
+    eprintln!(
+        "retry resumed from step {from} and finished step {steps}; {again} re-trained step(s) agree"
+    );
+}
+
+/// `sftctl submit <spec> --retry-failed` for the failed 2-rank run `run` of `steps` steps: the
+/// second attempt, again 2 ranks, must resume from the newest complete checkpoint (and load it),
+/// train the steps after it and complete, and the steps both attempts trained must agree (the
+/// resume restored parameters, optimizer and data order). Returns the step it resumed from and
+/// how many steps were trained twice.
+fn retry_resumes(sb: &Sandbox, spec: &str, run: &Path, steps: u64) -> (u64, usize) {
+    let newest = complete_checkpoints(run).last().copied();
+    sb.ok(&["submit", spec, "--retry-failed"]);
     let done = sb
-        .wait_for("kill.toml", T, |s| {
-            all_in(s, "completed") || all_in(s, "failed")
-        })
+        .wait_for(spec, T, |s| all_in(s, "completed") || all_in(s, "failed"))
         .unwrap();
-    assert!(all_in(&done, "completed"), "{done:#}\n{}", job_log(&run));
-    // The second attempt, again 2 ranks, resumed from the newest complete checkpoint at the
-    // signal (rank 0 could not reach the next one).
+    assert!(all_in(&done, "completed"), "{done:#}\n{}", job_log(run));
     let attempts: Vec<serde_json::Value> = fs_err::read_to_string(run.join("attempts.jsonl"))
         .unwrap()
         .lines()
@@ -561,18 +579,19 @@ fn a_killed_rank_fails_the_job_status_names_it_and_a_retry_resumes() {
     assert_eq!(attempts[1]["world_size"], 2);
     let from = attempts[1]["resumed_from_step"].as_u64().unwrap();
     assert_eq!(
-        from, ckpt,
-        "resumed from {from}, not from the checkpoint before the signal"
+        Some(from),
+        newest,
+        "resumed from {from}, not from the newest complete checkpoint"
     );
     // It loaded that (complete) checkpoint.
-    let log = job_log(&run);
+    let log = job_log(run);
     assert!(
         log.lines()
             .any(|l| l.contains("resumed") && l.contains(&format!("step={from} "))),
         "{log}"
     );
     // metrics.jsonl: the first attempt's steps, then the second's, `from + 1..=steps`.
-    let m = metrics(&run);
+    let m = metrics(run);
     let n2 = (steps - from) as usize;
     assert!(m.len() >= n2, "{m:?}");
     let (first, second) = m.split_at(m.len() - n2);
@@ -582,8 +601,7 @@ fn a_killed_rank_fails_the_job_status_names_it_and_a_retry_resumes() {
         "{m:?}"
     );
     assert!(first.iter().any(|r| r.0 == from), "{m:?}");
-    // Steps both attempts trained (after the checkpoint, before the signal) agree: the resume
-    // restored parameters, optimizer and data order.
+    // Steps both attempts trained (after the checkpoint, before the rank was lost) agree.
     let mut again = 0;
     for (s1, l1, g1) in first.iter().filter(|r| r.0 > from) {
         let (_, l2, g2) = second[(s1 - from - 1) as usize];
@@ -597,26 +615,24 @@ fn a_killed_rank_fails_the_job_status_names_it_and_a_retry_resumes() {
         );
         again += 1;
     }
-    assert!(again >= 1, "no step trained twice: {m:?}");
     let result: serde_json::Value =
         serde_json::from_str(&fs_err::read_to_string(run.join("result.json")).unwrap()).unwrap();
     assert_eq!(result["final_step"], steps, "{result:#}");
-    eprintln!(
-        "retry resumed from step {from} and finished step {steps}; {again} re-trained step(s) agree"
-    );
+    (from, again)
 }
 
 #[test]
-fn a_stopped_rank_fails_the_job_and_status_names_it() {
+fn a_stopped_rank_fails_the_job_status_names_it_and_a_retry_resumes() {
     let Some(_lock) = lock_cluster() else { return };
     let (sb, bin) = sandbox();
+    let steps = 400;
     sb.write(
         "stop.toml",
         &spec_with(
             "dp-stop",
             2,
             &bin,
-            "epochs = 100\nmax_steps = 400\ncheckpoint_every = 2\n",
+            &format!("epochs = 100\nmax_steps = {steps}\ncheckpoint_every = 2\n"),
         ),
     );
     let (run, took, _, failed) = lose_rank_1(&sb, "stop.toml", "dp-stop", "STOP", |s, _| s >= 2);
@@ -627,6 +643,12 @@ fn a_stopped_rank_fails_the_job_and_status_names_it() {
         error.starts_with("rank 1 on n2 stopped answering: no heartbeat for 3"),
         "{failed:#}\n{}",
         job_log(&run)
+    );
+    // The stopped rank was killed with its job (lose_rank_1 also kills it): a retry, again on
+    // 2 ranks, resumes from the newest complete checkpoint and finishes.
+    let (from, again) = retry_resumes(&sb, "stop.toml", &run, steps);
+    eprintln!(
+        "retry resumed from step {from} and finished step {steps}; {again} re-trained step(s) agree"
     );
 }
 
@@ -658,6 +680,311 @@ fn a_rank_hung_outside_the_collectives_fails_the_job_and_status_names_it() {
         job_log(&run)
     );
     eprintln!("status: {error}");
+}
+
+/// Waits until attempt `n` of `run` runs and has logged step `after`; fails should the run end
+/// first.
+fn wait_for_step(run: &Path, n: usize, after: u64) {
+    let start = std::time::Instant::now();
+    loop {
+        let attempts = jsonl(&run.join("attempts.jsonl"));
+        if attempts.len() >= n && last_step(run).is_some_and(|s| s >= after) {
+            return;
+        }
+        assert!(
+            start.elapsed() < T && !run.join("result.json").exists(),
+            "attempt {n} did not reach step {after} (make the run longer):\n{}",
+            job_log(run)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits for rank 0's `n`-th `preempted` event and returns it; the stop must have left a
+/// complete checkpoint of the step it names.
+fn preempted_event(run: &Path, n: usize) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    let event = loop {
+        let events = jsonl(&run.join("events/rank-0.jsonl"));
+        if let Some(e) = events
+            .iter()
+            .filter(|e| e["kind"] == "preempted")
+            .nth(n - 1)
+        {
+            break e.clone();
+        }
+        assert!(
+            start.elapsed() < T && !run.join("result.json").exists(),
+            "no preempted event {n}: {events:#?}\n{}",
+            job_log(run)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let step = event["step"].as_u64().unwrap();
+    let start = std::time::Instant::now();
+    while !run
+        .join(format!("checkpoints/step-{step}/COMPLETE"))
+        .is_file()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no complete checkpoint of step {step}:\n{}",
+            job_log(run)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    event
+}
+
+/// Steps at which each rank logged that it stopped (`stopped; exit 75 ...`, a warning, so ranks
+/// other than 0 log it too; `mpirun --tag-output` prefixes each line with `[1,<rank>]`), by rank.
+fn stop_lines(run: &Path) -> BTreeMap<u32, Vec<u64>> {
+    let mut by_rank: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for line in job_log(run)
+        .lines()
+        .filter(|l| l.contains("stopped; exit 75"))
+    {
+        let rank = line
+            .split_once("[1,")
+            .and_then(|(_, r)| r.split(']').next()?.parse().ok());
+        let step = line
+            .split_once("step=")
+            .and_then(|(_, r)| r.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
+        if let (Some(rank), Some(step)) = (rank, step) {
+            by_rank.entry(rank).or_default().push(step);
+        }
+    }
+    by_rank
+}
+
+/// The requeued job `job` (rank 0 ran `scontrol requeue` after its checkpoint): Slurm holds it
+/// back (BeginTime); once it is pending and its old instance has been gone for a second, start
+/// it now, and wait until attempt `n + 1` has begun.
+fn release_requeued(sweep: &str, run: &Path, job: &str, n: usize) {
+    let start = std::time::Instant::now();
+    let mut gone: Option<std::time::Instant> = None;
+    let mut seen = Vec::new();
+    while jsonl(&run.join("attempts.jsonl")).len() <= n {
+        assert!(
+            start.elapsed() < T,
+            "attempt {} never started (Slurm states {seen:?}):\n{}",
+            n + 1,
+            job_log(run)
+        );
+        let state = squeue_jobs(&format!("sft.{sweep}."))
+            .unwrap()
+            .into_iter()
+            .find(|(id, _)| id == job)
+            .map(|(_, st)| st);
+        if let Some(st) = state {
+            if seen.last() != Some(&st) {
+                seen.push(st.clone());
+            }
+            if st == "PENDING" && old_instance_gone(run, job) {
+                if gone.get_or_insert_with(std::time::Instant::now).elapsed()
+                    >= Duration::from_secs(1)
+                {
+                    let _ = Command::new("scontrol")
+                        .args(["update", &format!("jobid={job}"), "StartTime=now"])
+                        .output();
+                }
+            } else {
+                gone = None;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "attempt {} started {:.1} s after the requeue began; Slurm states {seen:?}",
+        n + 1,
+        start.elapsed().as_secs_f64()
+    );
+}
+
+/// A stop request is agreed by both ranks through the collective, so the 2-rank job checkpoints
+/// at one step, requeues itself and resumes. Attempt 1: USR1 to rank 1 alone (on n2), which
+/// rank 0 never receives: rank 0 must stop at the same step through `Collective::any`. Attempt
+/// 2: USR1 to the batch shell (`scancel --signal=USR1 --batch`, what Slurm's
+/// `--signal=B:USR1@...` does before the time limit): the script forwards it to `mpirun`, which
+/// forwards it to both ranks. Each time both ranks log the stop at the step of rank 0's
+/// `preempted` event and its complete checkpoint; the job requeues itself (rank 0's `scontrol
+/// requeue`, through a stand-in that answers after 3 s, as a busy controller may), attempt 3
+/// finishes, and every step's loss and gradient norm equal those of the same sweep trained
+/// without a stop.
+#[test]
+fn a_stop_request_is_agreed_by_every_rank_and_the_requeued_job_resumes() {
+    let Some(_lock) = lock_cluster() else { return };
+    let t0 = std::time::Instant::now();
+    let (sb, bin) = sandbox();
+    let steps: u64 = 400;
+    let train = format!("epochs = 1000\nmax_steps = {steps}\n");
+    sb.write("ref.toml", &spec_with("dp-ref", 2, &bin, &train));
+    // Rank 0's `scontrol requeue` answers after 3 s, as a busy controller may: the ranks must
+    // not end the job before it has gone through.
+    let slow = sb.path().join("slow-slurm");
+    fs_err::create_dir_all(&slow).unwrap();
+    for c in ["sbatch", "squeue", "sacct", "scancel", "scontrol"] {
+        let p = slow.join(c);
+        let body = match c {
+            "scontrol" => format!(
+                "#!/bin/bash\ncase \"$1\" in requeue) echo \"$*\" >> \"$SFTCTL_RUN_DIR/requeues\"; \
+                 sleep 3;; esac\nexec /usr/bin/{c} \"$@\"\n"
+            ),
+            _ => format!("#!/bin/bash\nexec /usr/bin/{c} \"$@\"\n"),
+        };
+        fs_err::write(&p, body).unwrap();
+        let st = Command::new("chmod").arg("a+rx").arg(&p).status().unwrap();
+        assert!(st.success());
+    }
+    sb.write(
+        "pre.toml",
+        &(spec_with("dp-pre", 2, &bin, &train)
+            + &format!(
+                "[env]\nvars = {{ SFTCTL_SLURM_BIN = \"{}\" }}\n",
+                slow.display()
+            )),
+    );
+
+    // The uninterrupted reference.
+    sb.ok(&["submit", "ref.toml"]);
+    let s = sb
+        .wait_for("ref.toml", T, |s| {
+            all_in(s, "completed") || all_in(s, "failed")
+        })
+        .unwrap();
+    let reference_run = run_dir(&sb, "dp-ref", &s);
+    assert!(
+        all_in(&s, "completed"),
+        "{s:#}\n{}",
+        job_log(&reference_run)
+    );
+    let reference = metrics(&reference_run);
+    assert_eq!(reference.len() as u64, steps);
+
+    let out = sb.ok(&["submit", "pre.toml"]);
+    let job = out
+        .split_whitespace()
+        .next()
+        .expect("submit prints the job id")
+        .to_owned();
+    let running = sb
+        .wait_for("pre.toml", T, |s| s["runs"][0]["run_id"].is_string())
+        .unwrap();
+    let run = run_dir(&sb, "dp-pre", &running);
+
+    // Attempt 1: rank 1 alone is signalled.
+    wait_for_step(&run, 1, 20);
+    let start = std::time::Instant::now();
+    let (node, pid) = loop {
+        if let Some(r) = rank_1(&run) {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no rank 1 heartbeat"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(node, "n2", "rank 1 runs on the second node");
+    let before = last_step(&run).unwrap();
+    let st = Command::new("kill")
+        .args(["-USR1", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -USR1 {pid}");
+    let first = preempted_event(&run, 1);
+    let s1 = first["step"].as_u64().unwrap();
+    assert!(s1 >= before && s1 < steps, "{first}");
+    eprintln!(
+        "USR1 to rank 1 after step {before}: both ranks stopped at step {s1}; rank 0 recorded \
+         signal `{}`",
+        first["signal"].as_str().unwrap_or("?")
+    );
+    release_requeued("dp-pre", &run, &job, 1);
+    let stops = stop_lines(&run);
+    assert_eq!(
+        stops,
+        BTreeMap::from([(0, vec![s1]), (1, vec![s1])]),
+        "each rank must log its stop at step {s1}:\n{}",
+        job_log(&run)
+    );
+
+    // Attempt 2: USR1 to the batch shell, forwarded through mpirun to both ranks.
+    wait_for_step(&run, 2, s1 + 20);
+    let before = last_step(&run).unwrap();
+    let o = Command::new("scancel")
+        .args(["--signal=USR1", "--batch", &job])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let second = preempted_event(&run, 2);
+    let s2 = second["step"].as_u64().unwrap();
+    assert_eq!(second["signal"], "USR1", "{second}");
+    assert!(s2 >= before && s2 < steps, "{second}");
+    eprintln!("USR1 to the batch shell after step {before}: both ranks stopped at step {s2}");
+    release_requeued("dp-pre", &run, &job, 2);
+    let stops = stop_lines(&run);
+    assert_eq!(
+        stops,
+        BTreeMap::from([(0, vec![s1, s2]), (1, vec![s1, s2])]),
+        "each rank must log its stop at step {s2}:\n{}",
+        job_log(&run)
+    );
+
+    let done = sb
+        .wait_for("pre.toml", T, |s| {
+            all_in(s, "completed") || all_in(s, "failed")
+        })
+        .unwrap();
+    assert!(all_in(&done, "completed"), "{done:#}\n{}", job_log(&run));
+    // Rank 0 asked for each requeue through the slow stand-in, and the job waited for it.
+    let requeues = fs_err::read_to_string(run.join("requeues")).unwrap();
+    assert_eq!(
+        requeues.lines().collect::<Vec<_>>(),
+        [format!("requeue {job}"), format!("requeue {job}")],
+        "{requeues}"
+    );
+    // Slurm requeued the job each time; sftctl never resubmitted it.
+    assert_eq!(done["runs"][0]["job_id"], job.as_str(), "{done:#}");
+    let attempts = jsonl(&run.join("attempts.jsonl"));
+    assert_eq!(attempts.len(), 3, "{attempts:#?}");
+    for (a, from) in attempts.iter().zip([None, Some(s1), Some(s2)]) {
+        assert_eq!(a["job_id"], job.as_str(), "{a}");
+        assert_eq!(a["world_size"], 2, "{a}");
+        if let Some(from) = from {
+            assert_eq!(a["resumed_from_step"], from, "{a}");
+        }
+    }
+    // The stop checkpoint is of the stop step: no step is trained twice, none is lost, and each
+    // equals the uninterrupted run's.
+    let m = metrics(&run);
+    assert_eq!(
+        m.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (1..=steps).collect::<Vec<_>>()
+    );
+    let mut worst = (0.0f64, 0.0f64);
+    for ((step, l, g), (_, lr, gr)) in m.iter().zip(&reference) {
+        let (dl, dg) = ((l - lr).abs() / lr.abs(), (g - gr).abs() / gr.abs());
+        assert!(
+            dl <= LOSS_RTOL,
+            "step {step}: loss {l} vs {lr} uninterrupted"
+        );
+        assert!(
+            dg <= GNORM_RTOL,
+            "step {step}: grad norm {g} vs {gr} uninterrupted"
+        );
+        worst = (worst.0.max(dl), worst.1.max(dg));
+    }
+    let result: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(run.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["final_step"], steps, "{result:#}");
+    eprintln!(
+        "stopped at steps {s1} and {s2}, resumed twice, finished step {steps}; vs uninterrupted: \
+         max relative loss diff {:.2e}, grad norm {:.2e}; test took {:.1?}",
+        worst.0,
+        worst.1,
+        t0.elapsed()
+    );
 }
 
 /// Every tensor of a safetensors file, by name, as f32.

@@ -1,7 +1,7 @@
 //! Reliability of the ledger under concurrency and crashes: many jobs write their runs' records
-//! through the real `RunWriter` while `sftctl status` and the library readers read, and the
-//! writers are killed with SIGKILL at every named failpoint of the write protocol and at random
-//! moments. Nothing acknowledged is lost or torn, no read fails, the killed runs show as failed,
+//! through the real `RunWriter` while `sftctl status`, `sftctl report` and the library readers
+//! read, and the writers are killed with SIGKILL at every named failpoint of the write protocol
+//! and at random moments. Nothing acknowledged is lost or torn, no read fails, the killed runs show as failed,
 //! and a retry resumes each from its last complete checkpoint. Reproduce with
 //! `cargo test -p sftctl-tests --test reliability_ledger -- --nocapture` (`REL_SEED=<n>` replays
 //! the random kills of a run).
@@ -167,14 +167,97 @@ fn status(spec: &Path) -> Result<serde_json::Value, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| format!("status printed bad JSON: {e}"))
 }
 
-/// Runs `submit` while readers poll the ledger and `sftctl status`, killing random writers.
-/// Returns (reads, status calls, random kills).
+/// `sftctl report` (the real binary) twice: the early-dynamics ranking over the first 40
+/// samples (5 steps of 8) as JSON, whose every ranked run must carry exactly what its writer
+/// recorded (gradient norm 1 at every step, the mean of `loss_at(seed, 1..=5)` over 5 steps), so
+/// a torn or half-read metric shows; and the results table as JSON with running runs included,
+/// every run of which must be a grid point (with a run directory unless it is called
+/// unsubmitted). Returns the runs ranked.
+fn report(spec: &Path, sweep: &Path) -> Result<usize, String> {
+    let run = |args: &[&str]| -> Result<serde_json::Value, String> {
+        let out = Command::new(sftctl_bin())
+            .arg("report")
+            .arg(spec)
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "report {args:?} exited {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "report {args:?} printed bad JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    };
+    let early = run(&["--early", "40", "--format", "json"])?;
+    let ranking = early["ranking"]
+        .as_array()
+        .ok_or_else(|| format!("no ranking: {early:#}"))?;
+    for r in ranking {
+        let id = r["run_id"].as_str().unwrap_or_default();
+        let dir = sweep.join("runs").join(id);
+        if !dir.join("config.json").is_file() {
+            return Err(format!("report ranked an unknown run `{id}`: {r}"));
+        }
+        let seed = config_seed(&dir);
+        let want = (1..=5).map(|s| loss_at(seed, s)).sum::<f64>() / 5.0;
+        let loss = r["mean_loss"].as_f64().unwrap_or(f64::NAN);
+        if r["steps"] != 5 || r["mean_grad_norm"] != 1.0 || (loss - want).abs() > 1e-12 * want.abs()
+        {
+            return Err(format!(
+                "report's early statistics of `{id}` (seed {seed}) are not what was written \
+                 (5 steps, grad norm 1, mean loss {want}): {r}"
+            ));
+        }
+    }
+    let table = run(&["--format", "json", "--include-running"])?;
+    let excluded = table["excluded"].as_array().cloned().unwrap_or_default();
+    let not_submitted: BTreeSet<&str> = excluded
+        .iter()
+        .filter(|e| e["outcome"] == "not_submitted")
+        .filter_map(|e| e["run_id"].as_str())
+        .collect();
+    let rows = table["rows"].as_array().into_iter().flatten();
+    let ids: BTreeSet<&str> = rows
+        .flat_map(|r| r["run_ids"].as_array().into_iter().flatten())
+        .chain(excluded.iter().map(|e| &e["run_id"]))
+        .filter_map(|id| id.as_str())
+        .collect();
+    // Every run the table names is a grid point; one it does not call unsubmitted has a run
+    // directory.
+    for id in &ids {
+        let known =
+            not_submitted.contains(id) || sweep.join("runs").join(id).join("config.json").is_file();
+        if !known || id.len() != 12 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "report's table names an unknown run `{id}`: {table:#}"
+            ));
+        }
+    }
+    if ids.len() as u64 > ARMED + RANDOM {
+        return Err(format!(
+            "report's table names {} runs: {table:#}",
+            ids.len()
+        ));
+    }
+    Ok(ranking.len())
+}
+
+/// Runs `submit` while readers poll the ledger, `sftctl status` and `sftctl report`, killing
+/// random writers. Returns (reads, status calls, report calls, runs ranked by report, random
+/// kills).
 fn submit_under_fire(
     dir: &Path,
     extra: &[&str],
     rng: &mut Rng,
     random_kills: bool,
-) -> (usize, usize, usize) {
+) -> (usize, usize, usize, usize, usize) {
     let spec_path = dir.join("sweep.toml");
     let sweep = dir.join("ledger/sweeps/crash");
     let done = Arc::new(AtomicBool::new(false));
@@ -208,6 +291,25 @@ fn submit_under_fire(
                 n += 1;
             }
             n
+        })
+    };
+    let reports = {
+        let (done, errors, spec_path, sweep) = (
+            done.clone(),
+            errors.clone(),
+            spec_path.clone(),
+            sweep.clone(),
+        );
+        std::thread::spawn(move || {
+            let (mut n, mut ranked) = (0, 0);
+            while !done.load(Ordering::SeqCst) {
+                match report(&spec_path, &sweep) {
+                    Ok(r) => ranked += r,
+                    Err(e) => errors.lock().unwrap().push(e),
+                }
+                n += 1;
+            }
+            (n, ranked)
         })
     };
     let mut submit = Command::new(sftctl_bin())
@@ -257,12 +359,19 @@ fn submit_under_fire(
     done.store(true, Ordering::SeqCst);
     reader.join().unwrap();
     let n_status = statuses.join().unwrap();
+    let (n_report, ranked) = reports.join().unwrap();
     let errors = errors.lock().unwrap();
     assert!(
         errors.is_empty(),
         "reads failed while writers were killed: {errors:#?}"
     );
-    (reads.load(Ordering::SeqCst), n_status, killed.len())
+    (
+        reads.load(Ordering::SeqCst),
+        n_status,
+        n_report,
+        ranked,
+        killed.len(),
+    )
 }
 
 #[test]
@@ -279,7 +388,8 @@ fn writers_killed_at_every_failpoint_and_at_random_lose_nothing_and_resume() {
     std::fs::write(dir.join("sweep.toml"), spec(dir, true)).unwrap();
     let sweep = dir.join("ledger/sweeps/crash");
 
-    let (reads, n_status, random_kills) = submit_under_fire(dir, &[], &mut rng, true);
+    let (reads, n_status, n_report, ranked, random_kills) =
+        submit_under_fire(dir, &[], &mut rng, true);
     let st = status(&dir.join("sweep.toml")).unwrap();
     let runs = st["runs"].as_array().unwrap();
     assert_eq!(runs.len() as u64, ARMED + RANDOM);
@@ -318,7 +428,8 @@ fn writers_killed_at_every_failpoint_and_at_random_lose_nothing_and_resume() {
 
     // The retry, without failpoints: every run resumes from its last complete checkpoint.
     std::fs::write(dir.join("sweep.toml"), spec(dir, false)).unwrap();
-    let (reads2, n_status2, _) = submit_under_fire(dir, &["--retry-failed"], &mut rng, true);
+    let (reads2, n_status2, n_report2, ranked2, _) =
+        submit_under_fire(dir, &["--retry-failed"], &mut rng, true);
     let st = status(&dir.join("sweep.toml")).unwrap();
     for row in st["runs"].as_array().unwrap() {
         assert_eq!(row["state"], "completed", "{row:#}");
@@ -345,12 +456,17 @@ fn writers_killed_at_every_failpoint_and_at_random_lose_nothing_and_resume() {
         assert_eq!(latest_checkpoint(&run).unwrap().unwrap().0, STEPS);
     }
     eprintln!(
-        "runs {}, failpoints {} x2, random kills {random_kills}, library reads {}, status calls {}",
+        "runs {}, failpoints {} x2, random kills {random_kills}, library reads {}, status calls {}, \
+         report calls {} (runs ranked {})",
         ARMED + RANDOM,
         NAMES.len(),
         reads + reads2,
-        n_status + n_status2
+        n_status + n_status2,
+        n_report + n_report2,
+        ranked + ranked2
     );
+    // The reports did read runs mid-write: some ranked runs (each checked value by value).
+    assert!(ranked + ranked2 > 0, "report never ranked a run");
 }
 
 #[test]

@@ -150,7 +150,7 @@ fn squeue_and_sacct_failing_empty_or_slow() {
             "case \"$(cat {m})\" in\n\
              fail-{cmd}|fail-both) echo '{fail_msg}' >&2; exit 1;;\n\
              empty-{cmd}|empty-both) exit 0;;\n\
-             slow-{cmd}) sleep 4;;\n\
+             slow-{cmd}) echo $$ > {m}.{cmd}.pid; sleep 4;;\n\
              esac\nexec /usr/bin/{cmd} \"$@\"",
             m = mode.display()
         )
@@ -233,6 +233,60 @@ fn squeue_and_sacct_failing_empty_or_slow() {
         "",
         "resubmitted a live job"
     );
+    // sacct answers slowly while squeue has forgotten the job: waited for, and the answer is
+    // right.
+    std::fs::write(&mode, "").unwrap();
+    let sacct_wrapper = fs_err::read_to_string(bin.join("sacct")).unwrap();
+    assert!(
+        sacct_wrapper.contains("slow-sacct) echo $$"),
+        "{sacct_wrapper}"
+    );
+    let (o, took) = status("slow-sacct");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(took >= Duration::from_secs(4), "{took:?}");
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["runs"][0]["state"], "running", "{s:#}");
+    // Past SFTCTL_SLURM_TIMEOUT_S the slow sacct is killed: exit 2 naming sacct and the limit,
+    // no states printed, the sweep's own records (batches, intents) unchanged and no temporary
+    // file left in the ledger. (The run's directory is left out: its job keeps writing.)
+    let ledger = sb.path().join("ledger");
+    let records = || -> Vec<(String, String)> {
+        tree_digest(&ledger)
+            .into_iter()
+            .filter(|(p, _)| !p.starts_with("sweeps/flaky/runs/"))
+            .collect()
+    };
+    let before = records();
+    let pid_file = sb.path().join("slurm-bin/mode.sacct.pid");
+    std::fs::remove_file(&pid_file).unwrap();
+    std::fs::write(&mode, "slow-sacct").unwrap();
+    let t0 = Instant::now();
+    let o = sftctl_env(
+        &sb,
+        &bin,
+        &[("SFTCTL_SLURM_TIMEOUT_S", "2")],
+        &["status", spec, "--json"],
+    );
+    let took = t0.elapsed();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(o.stdout.is_empty(), "printed states: {}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("sacct")
+            && err.contains("did not finish within 2 s and was killed")
+            && err.contains("SFTCTL_SLURM_TIMEOUT_S"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(4), "status took {took:?}");
+    assert!(dead(&pid_file), "the slow sacct outlived its time limit");
+    assert_eq!(records(), before, "status changed the sweep's records");
+    let torn: Vec<String> = tree_digest(&ledger)
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| p.contains(".tmp."))
+        .collect();
+    assert!(torn.is_empty(), "temporary files left: {torn:?}");
+    eprintln!("slow sacct: status exited 2 after {took:.1?}");
     // Slow answers are waited for, and the answer is right.
     std::fs::write(
         bin.join("squeue"),

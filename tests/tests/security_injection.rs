@@ -77,16 +77,36 @@ fn hostile_spec_values_reach_the_job_verbatim_and_run_nothing() {
         toml_str(&hostile.join("|")),
         toml_str(&hostile[4])
     );
+    // The runtime binary runs the evaluation job (`<binary> eval-job RUN_DIR --eval NAME`): this
+    // one records what it was given, NUL-separated, and exits.
+    sb.write(
+        "fake-runtime.sh",
+        "#!/bin/sh\nprintf '%s\\0' \"$@\" \"$HOSTILE\" \"$SFTCTL_EVAL\" > \"$SFTCTL_RUN_DIR/eval-saw\"\n",
+    );
+    let st = Command::new("chmod")
+        .arg("+x")
+        .arg(sb.path().join("fake-runtime.sh"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // A command evaluation whose argv carries every payload (but `${IFS}`, whose braces would
+    // be read as an unknown placeholder): it lands in config.json, never in a script.
+    let mut eval_argv = vec!["/bin/sh".to_owned(), "-c".to_owned()];
+    eval_argv.extend(hostile.iter().filter(|h| !h.contains('{')).cloned());
+    eval_argv.extend(["{model}".to_owned(), "{output}".to_owned()]);
     let spec = format!(
         "[sweep]\nname = \"inj\"\nledger = \"ledger\"\nexecutor = \"local\"\n\
          [model]\npath = {model}\n[[data]]\nname = {dname}\npath = {dpath}\n\
-         [run]\ncommand = {command}\n[env]\nmodules = {modules}\nvenv = {venv}\nvars = {vars}\n",
+         [run]\ncommand = {command}\nbinary = \"./fake-runtime.sh\"\n\
+         [env]\nmodules = {modules}\nvenv = {venv}\nvars = {vars}\n\
+         [[eval]]\nname = \"score\"\nkind = \"command\"\ncommand = {eval_argv}\n",
         model = toml_str(&hostile[0]),
         dname = toml_str(&hostile[2]),
         dpath = toml_str(&hostile[1]),
         command = toml_list(&command),
         modules = toml_list(&hostile[..3]),
         venv = toml_str(&hostile[5]),
+        eval_argv = toml_list(&eval_argv),
     );
     sb.write("sweep.toml", &spec);
     sb.ok(&["plan", "sweep.toml"]);
@@ -94,6 +114,16 @@ fn hostile_spec_values_reach_the_job_verbatim_and_run_nothing() {
 
     let all = scripts(sb.path());
     assert!(!all.is_empty());
+    // The evaluation job's script is among them, and carries the hostile environment.
+    let eval_script = all
+        .iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "eval-score.sh"))
+        .unwrap_or_else(|| panic!("no eval-score.sh among {all:?}"));
+    let eval_text = std::fs::read_to_string(eval_script).unwrap();
+    assert!(
+        eval_text.contains("module load") && eval_text.contains("export HOSTILE="),
+        "{eval_text}"
+    );
     for s in &all {
         let out = Command::new("bash").arg("-n").arg(s).output().unwrap();
         assert!(
@@ -137,14 +167,68 @@ fn hostile_spec_values_reach_the_job_verbatim_and_run_nothing() {
     want.push(hostile.join("|"));
     want.push(hostile[4].clone());
     assert_eq!(got, want, "the job did not receive the values verbatim");
+    // The evaluation job ran (the runtime binary, as `eval-job RUN_DIR --eval score`) with the
+    // hostile environment value verbatim.
+    let saw = std::fs::read(run.join("eval-saw"))
+        .unwrap_or_else(|e| panic!("the evaluation job did not run ({e}):\n{}", job_logs(&run)));
+    let saw: Vec<String> = saw
+        .split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    let run_dir = run.canonicalize().unwrap();
+    assert_eq!(saw.len(), 6, "{saw:?}");
+    assert_eq!(saw[0], "eval-job", "{saw:?}");
+    assert_eq!(Path::new(&saw[1]).canonicalize().unwrap(), run_dir);
+    assert_eq!(
+        saw[2..],
+        [
+            "--eval".to_owned(),
+            "score".to_owned(),
+            hostile.join("|"),
+            "score".to_owned()
+        ],
+        "the evaluation job did not receive the values verbatim"
+    );
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    // The evaluation's argv is recorded verbatim for the runtime, which runs it without a shell.
+    let want_argv = serde_json::json!(eval_argv);
+    assert!(
+        contains_value(&cfg, &want_argv),
+        "config.json lacks the evaluation's argv {want_argv}:\n{cfg:#}"
+    );
     assert!(
         cfg["model"]["path"]
             .as_str()
             .unwrap()
             .ends_with(&hostile[0])
     );
+}
+
+/// A well-formed evaluation's name line.
+const EVAL_NAME: &str = "name = \"m\"";
+
+/// An `[[eval]]` table with `name` (a `name = ...` line) and, when `slurm` is not empty, an
+/// `[eval.slurm]` table holding it.
+fn eval_with(name: &str, slurm: &str) -> String {
+    let mut t = format!(
+        "[[eval]]\n{name}\nkind = \"command\"\ncommand = [\"x\", \"{{model}}\", \"{{output}}\"]\n"
+    );
+    if !slurm.is_empty() {
+        t += &format!("[eval.slurm]\n{slurm}\n");
+    }
+    t
+}
+
+/// True when `v` or any value nested in it equals `want`.
+fn contains_value(v: &serde_json::Value, want: &serde_json::Value) -> bool {
+    v == want
+        || match v {
+            serde_json::Value::Array(a) => a.iter().any(|x| contains_value(x, want)),
+            serde_json::Value::Object(o) => o.values().any(|x| contains_value(x, want)),
+            _ => false,
+        }
 }
 
 #[test]
@@ -165,6 +249,38 @@ fn values_bound_for_sbatch_lines_are_rejected_and_nothing_is_written() {
         ("[slurm]\ntime = \"1:00\\nid\"", "slurm.time"),
         ("[env]\nvars = { \"A;id\" = \"1\" }", "env.vars"),
         ("[env]\nvars = { \"A\\nB\" = \"1\" }", "env.vars"),
+        // An evaluation's name lands in its script's name, job name and log path.
+        (&eval_with("name = \"a;id\"", ""), "evaluation name"),
+        (&eval_with("name = \"$(id)\"", ""), "evaluation name"),
+        (&eval_with("name = \"a\\nb\"", ""), "evaluation name"),
+        (&eval_with("name = \"../up\"", ""), "evaluation name"),
+        // `[eval.slurm]` lands in the evaluation job's `#SBATCH` lines.
+        (
+            &eval_with(EVAL_NAME, "partition = \"gpu\\n#SBATCH --wrap=id\""),
+            "eval.slurm.partition",
+        ),
+        (
+            &eval_with(EVAL_NAME, "account = \"a b\""),
+            "eval.slurm.account",
+        ),
+        (&eval_with(EVAL_NAME, "qos = \"$(id)\""), "eval.slurm.qos"),
+        (
+            &eval_with(EVAL_NAME, "constraint = \"a'b\""),
+            "eval.slurm.constraint",
+        ),
+        (&eval_with(EVAL_NAME, "mem = \"4G;id\""), "eval.slurm.mem"),
+        (
+            &eval_with(EVAL_NAME, "time = \"1:00\\nid\""),
+            "eval.slurm.time",
+        ),
+        (
+            &eval_with(EVAL_NAME, "extra = [\"--x=1 --wrap=id\"]"),
+            "eval.slurm.extra",
+        ),
+        (
+            &eval_with(EVAL_NAME, "extra = [\"--comment=a\\nid\"]"),
+            "eval.slurm.extra",
+        ),
     ];
     for (i, (extra, key)) in cases.iter().enumerate() {
         let name = format!("bad{i}");
