@@ -8,6 +8,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sftctl-target}"
 # The shared Slurm test cluster (idempotent); Slurm tests are mandatory where it can start.
 if [ "$(id -u)" = 0 ] && [ -x /usr/sbin/slurmctld ]; then
   bash tests/slurm/start.sh
+  # The cluster is the tests' own: jobs an interrupted earlier run left (a job that requeues
+  # itself runs forever) would hold its two nodes.
+  squeue -h -o %i | xargs -r scancel || true
   export SFTCTL_REQUIRE_SLURM=1
 fi
 

@@ -90,13 +90,42 @@ pub fn lock_cluster() -> Option<ClusterLock> {
     Some(ClusterLock { _claim: claim })
 }
 
-/// A directory owned by the test user, removed at the end.
+/// A directory owned by the test user, removed at the end, after every Slurm job submitted
+/// from it is cancelled: a test that fails half-way must not leave a job behind (a job that
+/// requeues itself would hold a node of the shared cluster for good).
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
     /// Run sftctl as [`TEST_USER`] (true) or as the current user.
     pub as_user: bool,
     /// Extra environment for sftctl.
     pub env: Vec<(String, String)>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if !Path::new("/usr/bin/squeue").exists() {
+            return;
+        }
+        let Ok(out) = Command::new("timeout")
+            .args(["20", "squeue", "-h", "-o", "%i|%Z"])
+            .output()
+        else {
+            return;
+        };
+        let root = self.path().to_string_lossy().into_owned();
+        let jobs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('|'))
+            .filter(|(_, dir)| Path::new(dir).starts_with(&root))
+            .map(|(id, _)| id.to_owned())
+            .collect();
+        if !jobs.is_empty() {
+            let _ = Command::new("timeout")
+                .args(["20", "scancel"])
+                .args(&jobs)
+                .status();
+        }
+    }
 }
 
 impl Sandbox {
