@@ -580,8 +580,17 @@ fn disk_full_while_writing_a_checkpoint_keeps_the_last_complete_one() {
         size / 2
     );
     scontrol(&["resume", &job]);
+    let needle = run.to_string_lossy().into_owned();
     let s = sb
         .wait_for(&spec, T, |s| {
+            // Slurm suspends and resumes asynchronously (SIGSTOP, SIGCONT from slurmd): under
+            // load a resume can overtake the suspend and leave the trainer stopped. Continuing
+            // a process that runs is harmless.
+            for pid in processes_with(&needle) {
+                let _ = Command::new("kill")
+                    .args(["-CONT", &pid.to_string()])
+                    .status();
+            }
             s["runs"].as_array().is_some_and(|a| {
                 a.iter()
                     .all(|r| r["state"] == "completed" || r["state"] == "failed")
