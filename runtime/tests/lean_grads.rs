@@ -4,7 +4,7 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
-use sftctl_runtime::config::Arch;
+use sftctl_runtime::config::{Arch, ModelConfig};
 use sftctl_runtime::model::{
     CausalLm, IGNORE_INDEX, LeanOptions, PackedBatch, PackedRow, lean_loss_and_grads, loss_sum,
 };
@@ -109,17 +109,21 @@ fn worst_relative(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-#[test]
-fn chunked_ce_and_checkpointing_match_the_plain_graph() {
-    let device = device();
-    for (i, arch) in [Arch::Llama, Arch::Mistral, Arch::Granite]
-        .into_iter()
-        .enumerate()
-    {
+/// The tiny Llama (tied, GQA), Mistral (sliding window 4) and Granite (multipliers), vocab 97.
+fn configs() -> [(Arch, ModelConfig); 3] {
+    [Arch::Llama, Arch::Mistral, Arch::Granite].map(|arch| {
         let mut config = tiny_config(arch, 97);
         if arch == Arch::Mistral {
             config.sliding_window = Some(4);
         }
+        (arch, config)
+    })
+}
+
+#[test]
+fn chunked_ce_and_checkpointing_match_the_plain_graph() {
+    let device = device();
+    for (i, (arch, config)) in configs().into_iter().enumerate() {
         let model = CausalLm::random(&config, &device, 11 + i as u64);
         let (b, targets) = batch(config.vocab_size, 5 + i as u64, &device);
         let scale = 1.0 / b.loss_tokens as f64;
@@ -290,14 +294,7 @@ fn fused_attention_on_libtorch_matches_the_decomposed_path() {
         .device()
         .unwrap()
         .autodiff();
-    for (i, arch) in [Arch::Llama, Arch::Mistral, Arch::Granite]
-        .into_iter()
-        .enumerate()
-    {
-        let mut config = tiny_config(arch, 97);
-        if arch == Arch::Mistral {
-            config.sliding_window = Some(4);
-        }
+    for (i, (arch, config)) in configs().into_iter().enumerate() {
         assert!(
             config.num_attention_heads > config.num_key_value_heads,
             "GQA"

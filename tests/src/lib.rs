@@ -151,6 +151,22 @@ impl Sandbox {
         s
     }
 
+    /// A sandbox holding a copy of the repository's `examples/`.
+    pub fn with_examples(as_user: bool) -> Self {
+        let sb = Self::new(as_user);
+        let st = Command::new("cp")
+            .arg("-r")
+            .arg(repo().join("examples"))
+            .arg(sb.path())
+            .status()
+            .expect("cp -r examples");
+        assert!(st.success());
+        if as_user {
+            sb.chown();
+        }
+        sb
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -361,14 +377,7 @@ pub fn quickstart_sweep(
     edits: &[(&str, String)],
     extra: &str,
 ) -> (Sandbox, String) {
-    let sb = Sandbox::new(as_user);
-    let st = Command::new("cp")
-        .arg("-r")
-        .arg(repo().join("examples"))
-        .arg(sb.path())
-        .status()
-        .expect("cp -r examples");
-    assert!(st.success());
+    let sb = Sandbox::with_examples(as_user);
     let mut text = fs_err::read_to_string(repo().join("examples/quickstart.toml")).unwrap();
     let base = [
         (

@@ -595,14 +595,7 @@ fn a_diverging_run_shows_as_diverged_and_is_not_retried() {
 /// × two seeds, 2 epochs of the bundled data) to the end, and `status` and `report` read them.
 #[test]
 fn readme_quickstart_trains_every_grid_point() {
-    let sb = Sandbox::new(false);
-    let st = Command::new("cp")
-        .arg("-r")
-        .arg(repo().join("examples"))
-        .arg(sb.path())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let sb = Sandbox::with_examples(false);
     let spec = "examples/quickstart.toml";
     sb.ok(&["submit", spec, "--executor", "local", "--wait"]);
     let status = sb.status(spec);

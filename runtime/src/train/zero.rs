@@ -444,7 +444,18 @@ impl ZeroAdamW {
         // The padding's gradient is zero, and so stays its update without weight decay; its
         // value never leaves this rank (the gather is cut to the parameters).
         self.master = self.adamw.step(lr, self.master.clone(), grad);
-        if l.world == 1 {
+        self.write_master(model, collective)
+    }
+
+    /// `model` with every rank's master shard written into its parameters (cast to each
+    /// parameter's dtype): with one rank straight from the device tensor, else all-gathered
+    /// through host memory. Every rank must call it.
+    fn write_master<M: Module>(
+        &self,
+        model: M,
+        collective: &mut dyn Collective,
+    ) -> Result<M, CollectiveError> {
+        if self.layout.world == 1 {
             return Ok(write_params(model, Flat::Device(&self.master)));
         }
         let mine: Vec<f32> = self
@@ -491,20 +502,7 @@ impl ZeroAdamW {
         collective: &mut dyn Collective,
     ) -> Result<M, CollectiveError> {
         let model = crate::train::precision::cast_params(model, DType::F32);
-        if self.layout.world == 1 {
-            return Ok(write_params(model, Flat::Device(&self.master)));
-        }
-        let mine: Vec<f32> = self
-            .master
-            .clone()
-            .into_data()
-            .try_into_vec::<f32>()
-            .map_err(|e| CollectiveError::TensorData {
-                op: "all_gather_f32",
-                message: format!("{e:?}"),
-            })?;
-        let flat = self.gather(&mine, collective)?;
-        Ok(write_params(model, Flat::Host(&flat)))
+        self.write_master(model, collective)
     }
 
     /// The whole moments on rank 0 (`None` elsewhere), gathered piece by piece: every rank
